@@ -1,0 +1,3 @@
+from llm4pr.cli import main
+
+raise SystemExit(main())
