@@ -12,8 +12,9 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -22,7 +23,6 @@ from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 MAX_REPORTED_ERRORS = 20
 
@@ -94,20 +94,37 @@ def read_run(path: str | Path) -> list[RankResult]:
     return results
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
+    """A text handle on a temporary file in `path`'s folder, renamed onto `path` on success.
+
+    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
+    with atomic_writer(path) as handle:
+        handle.write(text)
 
 
 def dumps_line(obj: Any) -> str:
@@ -118,10 +135,13 @@ def dumps_line(obj: Any) -> str:
 
 
 def write_jsonl(path: str | Path, records: Iterable[Any]) -> int:
-    """Atomically write records (dicts or pydantic models) as JSON lines; return the count."""
-    lines = [dumps_line(record) for record in records]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return len(lines)
+    """Atomically write records (dicts or pydantic models) as JSON lines, streaming; return the count."""
+    count = 0
+    with atomic_writer(path) as handle:
+        for record in records:
+            handle.write(dumps_line(record) + "\n")
+            count += 1
+    return count
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -97,7 +97,12 @@ class RankResult(BaseModel):
 
     request_id: str
     ranking: list[str]
-    scores: list[float] | None = None
+    scores: list[float] | None = Field(default=None, description="per ranked id, where the mode has scores")
+    mode: str | None = None
+    fallback: bool = Field(default=False, description="true: the ranking-stage order, because ranking failed")
+    error: str | None = None
+    repaired: bool | None = Field(default=None, description="unconstrained decoding: the output needed repair")
+    latency_ms: float | None = None
 
 
 def _check_owner_features(

@@ -1,0 +1,152 @@
+"""The `llm4pr` command line: prepare data, train, rank, evaluate, demo.
+
+Each subcommand is a thin layer over a library function. Bad input ends with one clear
+`error: ...` line on stderr and exit status 2, never a traceback; heavy modules (torch,
+transformers) are imported only by the subcommands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from llm4pr.data.errors import DataError
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm4pr", description="LLM4PR post-ranking: data, training, ranking, evaluation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="prepare datasets in the request format")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    prepare = data_commands.add_parser("prepare", help="convert a dataset into train/valid/test requests")
+    datasets = prepare.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    movielens = datasets.add_parser("movielens", help="MovieLens 100K/1M (the paper's protocol)")
+    movielens.add_argument("--source", required=True, help="'recbole' (ML-100K from the recbole wheel) or a folder")
+    movielens.add_argument("--out", required=True, type=Path, help="output folder")
+    movielens.add_argument("--seed", type=int, default=0, help="seed for pseudo-queries")
+    movielens.add_argument("--history-length", type=int, default=10)
+    movielens.add_argument("--segment-length", type=int, default=5)
+    movielens.set_defaults(handler=_prepare_movielens)
+
+    evaluate = commands.add_parser("evaluate", help="score a run file or a checkpoint on labelled requests")
+    evaluate.add_argument("--data", required=True, type=Path, help="labelled requests (JSON lines)")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a run file, or 'initial' for the ranking-stage order")
+    source.add_argument("--checkpoint", type=Path, help="a checkpoint or training run folder")
+    evaluate.add_argument("--out", type=Path, help="write the report here (JSON)")
+    evaluate.add_argument("--k", type=int, nargs="+", default=[3, 5], help="cut-offs (default: 3 5)")
+    evaluate.add_argument("--gain", choices=["exponential", "linear"], default="exponential")
+    evaluate.add_argument("--threshold", type=float, help="relevant = label >= threshold (default: the request's max label)")
+    _add_inference_arguments(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+    train = commands.add_parser("train", help="feature adaptation, then learning to post-rank (resumes --out)")
+    train.add_argument("--config", required=True, type=Path, help="YAML training config (see configs/)")
+    train.add_argument("--data", required=True, type=Path, help="folder with train.jsonl, valid.jsonl, schema.json")
+    train.add_argument("--out", required=True, type=Path, help="run folder (created, or resumed if it exists)")
+    train.add_argument("--stage", choices=["all", "adaptation", "post_rank"], default="all")
+    train.add_argument("--device", default="cpu")
+    train.set_defaults(handler=_train)
+
+    rank = commands.add_parser("rank", help="post-rank requests with a trained checkpoint")
+    rank.add_argument("--checkpoint", required=True, type=Path)
+    rank.add_argument("--input", required=True, type=Path, help="requests (JSON lines)")
+    rank.add_argument("--output", required=True, type=Path, help="run file to write (JSON lines)")
+    _add_inference_arguments(rank)
+    rank.set_defaults(handler=_rank)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on the offline defaults (ML-100K, quick config)")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--config", type=Path, default=None, help="training config (default: configs/ml100k-quick.yaml)")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=["generate", "first_token", "unconstrained"], default="generate")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--window", type=int, default=20, help="sliding window for long candidate lists")
+    parser.add_argument("--stride", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+
+
+def _prepare_movielens(args: argparse.Namespace) -> int:
+    from llm4pr.data.movielens import prepare_movielens
+
+    report = prepare_movielens(args.source, args.out, seed=args.seed, history_length=args.history_length, segment_length=args.segment_length)
+    counts = report["counts"]
+    print(f"wrote {args.out}: " + ", ".join(f"{split} {n} requests" for split, n in counts["requests"].items()))
+    print(f"{counts['users']} users, {counts['items']} items, {counts['interactions']} interactions")
+    for kind in ("skipped_rows", "warnings"):
+        rows = report.get(kind, {})
+        print(f"{kind.replace('_', ' ')}: {sum(rows.values())}" + "".join(f"\n  {n} x {reason}" for reason, n in rows.items()))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from llm4pr.evaluation.report import evaluate_command
+
+    evaluate_command(args)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from llm4pr.training.config import TrainConfig
+    from llm4pr.training.trainer import STAGES, Trainer
+
+    config = TrainConfig.load(args.config)
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    report = Trainer(config, args.data, args.out, device=args.device).run(stages)
+    if report:
+        for mode in ("generate", "first_token"):
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in report[mode]["metrics"].items())
+            print(f"validation ({mode}): {metrics}")
+    print(f"run folder: {args.out}")
+    return 0
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from llm4pr.data.jsonl import read_requests, write_jsonl
+    from llm4pr.inference.ranker import LLM4PRRanker
+
+    ranker = LLM4PRRanker.from_pretrained(
+        args.checkpoint, device=args.device, mode=args.mode, batch_size=args.batch_size, window=args.window, stride=args.stride
+    )
+    requests = read_requests(args.input, ranker.model.schema)
+    results = ranker.rank(requests, progress=True)
+    write_jsonl(args.output, results)
+    fallbacks = sum(r.fallback for r in results)
+    print(f"wrote {len(results)} rankings to {args.output} ({fallbacks} fallbacks)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from llm4pr.demo import run_demo
+
+    run_demo(args.out, args.config)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""The paper's MovieLens protocol: per-user segments of 5 ratings become post-ranking requests.
+
+Input is `MovieLensData`, the common in-memory form that every raw-layout reader in
+`llm4pr.data.movielens` produces; nothing here reads or writes files.
+
+Decisions, each one chosen so that no held-out label can leak into training inputs:
+
+- Per user, ratings are sorted by timestamp with a stable sort, so ties keep file order.
+- The sorted ratings are cut into consecutive segments of `segment_length` (5). The remainder
+  (`n % 5` ratings) is dropped from the OLDEST end, never the newest: the test segment is then
+  always the user's latest 5 ratings, as a deployed post-ranker would meet them. The dropped
+  ratings are not candidates of any request, but they stay in the user's history and count as
+  training interactions.
+- Split per user: the last segment is the test request, the second-to-last the validation
+  request, the others training requests. A user with one segment has only a test request,
+  with two a validation and a test request, with fewer than 5 ratings no request at all.
+- Training interactions are every rating outside validation and test segments, the dropped
+  remainders and the ratings of users without requests included. Per-user and per-item
+  `avg_rating` and `rating_count` come from those only (means rounded to 4 decimals); an
+  entity without training ratings gets `rating_count` 0 and no `avg_rating` (absent = missing).
+- A request's candidates are its segment in timestamp order (the "ranking-stage order") with
+  `label` = rating; the target order is the candidates sorted by label, descending, ties in
+  input order. Its history is the user's last `history_length` ratings strictly before the
+  segment (by sorted position), oldest first, with `label` = the user's rating.
+- request_id is `u{user_id}-s{segment index}`, segments numbered from 0 (oldest) per user; the
+  pseudo-query is drawn with `random.Random(f"{seed}:{request_id}")`, so it depends on the seed
+  and the request only, never on iteration order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, Literal
+
+from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
+
+Split = Literal["train", "valid", "test"]
+SPLITS: tuple[Split, ...] = ("train", "valid", "test")
+
+# (timestamp, item id, rating) of one user's rating.
+Rating = tuple[float, str, float]
+# (rating count, rating sum) of a user or an item.
+RatingTotals = tuple[int, float]
+
+PSEUDO_QUERIES = (
+    "what to watch",
+    "movie recommendations",
+    "a good film for tonight",
+    "something to watch this weekend",
+    "films I might enjoy",
+    "what movie should I see next",
+    "recommend me a movie",
+    "movies for a night in",
+)
+
+AGE_DESCRIPTION = "{value:.0f} years old"
+
+
+@dataclass
+class MovieLensData:
+    """One MovieLens dataset as the readers deliver it, whatever its raw layout.
+
+    `users` and `items` hold the static features (user: gender, age, occupation; item: title,
+    genres, year) with missing values left out; `ratings` holds each user's ratings in file
+    order, already cleaned of bad and duplicate rows. `skipped_rows` and `warnings` count
+    every row the reader dropped or kept incomplete, keyed "file: reason".
+    """
+
+    dataset: str
+    layout: str
+    users: dict[str, dict[str, Any]]
+    items: dict[str, dict[str, Any]]
+    ratings: dict[str, list[Rating]]
+    skipped_rows: Counter[str] = field(default_factory=Counter)
+    warnings: Counter[str] = field(default_factory=Counter)
+    input_files: tuple[Path, ...] = ()
+    age_description: str = AGE_DESCRIPTION
+
+
+@dataclass(frozen=True)
+class Protocol:
+    seed: int = 0
+    history_length: int = 10
+    segment_length: int = 5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.segment_length < 1:
+            raise ValueError(f"segment_length must be at least 1, got {self.segment_length}")
+        if self.history_length < 0:
+            raise ValueError(f"history_length must be at least 0, got {self.history_length}")
+
+
+def build_schema(data: MovieLensData) -> FeatureSchema:
+    """The features every MovieLens request carries, with their description templates."""
+
+    def spec(owner: Literal["user", "item"], name: str, kind: FeatureKind, description: str) -> FeatureSpec:
+        return FeatureSpec(name=name, owner=owner, kind=kind, description=description)
+
+    cat, multi, num, text = (
+        FeatureKind.categorical,
+        FeatureKind.multi_categorical,
+        FeatureKind.numerical,
+        FeatureKind.text,
+    )
+    return FeatureSchema(
+        dataset=data.dataset,
+        label="rating 1-5",
+        features=(
+            spec("user", "gender", cat, "gender {value}"),
+            spec("user", "age", num, data.age_description),
+            spec("user", "occupation", cat, "works as {value}"),
+            spec("user", "avg_rating", num, "gives an average rating of {value:.1f}"),
+            spec("user", "rating_count", num, "has rated {value:.0f} movies"),
+            spec("item", "title", text, "titled {value}"),
+            spec("item", "genres", multi, "genres {value}"),
+            spec("item", "year", num, "released in {value:.0f}"),
+            spec("item", "avg_rating", num, "average rating {value:.1f}"),
+            spec("item", "rating_count", num, "rated {value:.0f} times"),
+        ),
+    )
+
+
+def segment_starts(length: int, segment_length: int) -> range:
+    """Sorted positions where segments start: the remainder is left out at the oldest end."""
+    return range(length % segment_length, length, segment_length)
+
+
+def segment_split(index: int, count: int) -> Split:
+    if index == count - 1:
+        return "test"
+    if index == count - 2:
+        return "valid"
+    return "train"
+
+
+def training_cutoff(length: int, segment_length: int) -> int:
+    """Sorted positions before this one are training interactions (the last two segments are held out)."""
+    return length - min(2, length // segment_length) * segment_length
+
+
+def pseudo_query(seed: int, request_id: str) -> str:
+    return random.Random(f"{seed}:{request_id}").choice(PSEUDO_QUERIES)
+
+
+def label_value(number: float) -> int | float:
+    """Integral numbers as JSON integers (`4`, not `4.0`): what the raw files say."""
+    return int(number) if number.is_integer() else number
+
+
+def id_sort_key(entity_id: str) -> tuple[int, int, str]:
+    """Numeric ids in numeric order, then any other ids in string order: a stable output order."""
+    return (0, int(entity_id), "") if entity_id.isdigit() else (1, 0, entity_id)
+
+
+class MovieLensRequests:
+    """The requests of one dataset under one protocol.
+
+    Feature tables are computed once; each split's requests are produced lazily, because
+    ML-1M's requests held as dicts would take gigabytes.
+    """
+
+    def __init__(self, data: MovieLensData, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.timelines = {
+            user: sorted(data.ratings[user], key=itemgetter(0))
+            for user in sorted(data.ratings, key=id_sort_key)
+            if data.ratings[user]
+        }
+        user_totals, item_totals = self._training_totals()
+        self.user_features = {
+            user: _with_statistics(data.users.get(user, {}), user_totals.get(user)) for user in self.timelines
+        }
+        rated_items = {item for timeline in self.timelines.values() for _, item, _ in timeline}
+        self.item_features = {
+            item: _with_statistics(data.items.get(item, {}), item_totals.get(item))
+            for item in sorted(rated_items, key=id_sort_key)
+        }
+        # One shared entry per (item, label): ML-1M has millions of item occurrences but few pairs.
+        self._entries: dict[tuple[str, float], dict[str, Any]] = {}
+
+    def _training_totals(self) -> tuple[dict[str, RatingTotals], dict[str, RatingTotals]]:
+        """(rating count, rating sum) per user and per item, over training interactions only."""
+        users: dict[str, RatingTotals] = {}
+        item_counts: Counter[str] = Counter()
+        item_sums: dict[str, float] = defaultdict(float)
+        for user, timeline in self.timelines.items():
+            training = timeline[: training_cutoff(len(timeline), self.protocol.segment_length)]
+            if training:
+                users[user] = (len(training), sum(rating for _, _, rating in training))
+            for _, item, rating in training:
+                item_counts[item] += 1
+                item_sums[item] += rating
+        return users, {item: (count, item_sums[item]) for item, count in item_counts.items()}
+
+    def requests(self, split: Split) -> Iterator[dict[str, Any]]:
+        """The split's requests as JSON-ready dicts, users in id order, segments oldest first.
+
+        Item entries and feature dicts are shared between requests: serialise them, never mutate.
+        """
+        length = self.protocol.segment_length
+        for user, timeline in self.timelines.items():
+            starts = segment_starts(len(timeline), length)
+            for index, start in enumerate(starts):
+                if segment_split(index, len(starts)) == split:
+                    yield self._request(user, timeline, index, start)
+
+    def _request(self, user: str, timeline: list[Rating], index: int, start: int) -> dict[str, Any]:
+        request_id = f"u{user}-s{index}"
+        history_start = max(0, start - self.protocol.history_length)
+        return {
+            "request_id": request_id,
+            "query": pseudo_query(self.protocol.seed, request_id),
+            "user": {"id": user, "features": self.user_features[user]},
+            "history": [self._item(rating) for rating in timeline[history_start:start]],
+            "candidates": [self._item(rating) for rating in timeline[start : start + self.protocol.segment_length]],
+        }
+
+    def _item(self, rating: Rating) -> dict[str, Any]:
+        _, item, label = rating
+        entry = self._entries.get((item, label))
+        if entry is None:
+            entry = {"id": item, "features": self.item_features[item], "label": label_value(label)}
+            self._entries[item, label] = entry
+        return entry
+
+    def counts(self) -> dict[str, Any]:
+        """Sizes for the prepare report: interactions by role and requests per split."""
+        length = self.protocol.segment_length
+        requests = Counter({split: 0 for split in SPLITS})
+        remainder = training = 0
+        for timeline in self.timelines.values():
+            starts = segment_starts(len(timeline), length)
+            requests.update(segment_split(index, len(starts)) for index in range(len(starts)))
+            remainder += len(timeline) % length
+            training += training_cutoff(len(timeline), length)
+        return {
+            "users": len(self.timelines),
+            "items": len(self.item_features),
+            "interactions": sum(len(timeline) for timeline in self.timelines.values()),
+            "training_interactions": training,
+            "interactions_outside_segments": remainder,
+            "users_with_requests": sum(1 for t in self.timelines.values() if len(t) >= length),
+            "requests": {split: requests[split] for split in SPLITS},
+        }
+
+
+def _with_statistics(static: dict[str, Any], totals: RatingTotals | None) -> dict[str, Any]:
+    """Static features plus training statistics; without training ratings the average is absent."""
+    count, total = totals or (0, 0.0)
+    statistics = {"avg_rating": round(total / count, 4)} if count else {}
+    return {**static, **statistics, "rating_count": count}

@@ -1,0 +1,1 @@
+"""Feature encoding: frozen text encoder, schema-driven field encoders."""

@@ -1,0 +1,1 @@
+"""Inference: decoding orders from the model, sliding windows over long lists, the ranker."""

@@ -1,0 +1,164 @@
+"""Turning the model's logits into orders of the candidates shown in a prompt.
+
+- `constrained`: the paper's greedy decoding of identifiers, where each step may only emit a
+  candidate not yet emitted: the output is always a permutation. The prompt is encoded once and
+  its key/value cache reused for every step.
+- `first_token`: one forward pass; candidates ordered by their identifier's logit at the first
+  answer position (FIRST, Reddy et al. 2024). No decoding loop.
+- `unconstrained`: free greedy decoding, then `repair`: unknown and repeated identifiers are
+  dropped and the missing candidates appended in shown order; the repair is counted.
+
+All functions take a left-padded batch, so every row's answer starts at the last position.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs, position_ids
+from llm4pr.model.prompts import PromptBatch
+
+MODES = ("generate", "first_token", "unconstrained")
+
+
+@dataclass
+class Decoded:
+    order: list[int]  # positions in the shown candidate list, best first
+    scores: list[float] | None = None  # per shown position, where the mode has scores
+    repaired: bool = False
+
+
+def repair(emitted: Sequence[int], n_candidates: int) -> tuple[list[int], bool]:
+    """Keep the first occurrence of every valid position, then append the missing ones in order."""
+    order: list[int] = []
+    for position in emitted:
+        if 0 <= position < n_candidates and position not in order:
+            order.append(position)
+    complete = order + [p for p in range(n_candidates) if p not in order]
+    return complete, complete != list(emitted)
+
+
+@torch.no_grad()
+def decode(
+    model: LLM4PRModel,
+    batch: PromptBatch,
+    inputs: Sequence[PromptInputs],
+    identifier_ids: Sequence[int],
+    n_candidates: Sequence[int],
+    mode: str = "generate",
+    eos_token_id: int | None = None,
+) -> list[Decoded]:
+    if mode not in MODES:
+        raise ValueError(f"unknown inference mode '{mode}'; choose one of {', '.join(MODES)}")
+    if mode == "first_token":
+        first_logits = model(batch, inputs, use_cache=False).logits[:, -1].float()
+        return [_order_by_scores(first_logits[row], identifier_ids, n) for row, n in enumerate(n_candidates)]
+    cache = KeyValueCache(model)
+    first_logits = model(batch, inputs, use_cache=True, **cache.argument()).logits[:, -1].float()
+    if mode == "generate":
+        return _constrained(model, cache, batch, first_logits, identifier_ids, n_candidates)
+    return _unconstrained(model, cache, batch, first_logits, identifier_ids, n_candidates, eos_token_id)
+
+
+class KeyValueCache:
+    """The prompt's keys and values, filled by the first forward pass and extended by each step.
+
+    Transformers renamed the cache argument (`past_key_values` -> `cache`); this passes it under
+    whichever name the installed backbone's forward takes.
+    """
+
+    def __init__(self, model: LLM4PRModel) -> None:
+        backbone = model.backbone
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+        self.name = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+        self.cache = DynamicCache(config=base.config)
+
+    def argument(self) -> dict[str, DynamicCache]:
+        return {self.name: self.cache}
+
+
+def _order_by_scores(logits: torch.Tensor, identifier_ids: Sequence[int], n: int) -> Decoded:
+    scores = logits[torch.tensor(identifier_ids[:n])].tolist()
+    order = sorted(range(n), key=lambda i: -scores[i])  # stable: ties keep the shown order
+    return Decoded(order=order, scores=scores)
+
+
+def _step(model: LLM4PRModel, tokens: torch.Tensor, attention_mask: torch.Tensor, cache: KeyValueCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed one token per row through the cached backbone; return the next logits and the mask."""
+    attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
+    output = model.backbone(
+        input_ids=tokens.unsqueeze(1),
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask)[:, -1:],
+        use_cache=True,
+        **cache.argument(),
+    )
+    return output.logits[:, -1].float(), attention_mask
+
+
+def _constrained(
+    model: LLM4PRModel,
+    cache: KeyValueCache,
+    batch: PromptBatch,
+    logits: torch.Tensor,
+    identifier_ids: Sequence[int],
+    n_candidates: Sequence[int],
+) -> list[Decoded]:
+    device = logits.device
+    width = max(n_candidates)
+    ids = torch.tensor(identifier_ids[:width], device=device)
+    allowed = torch.arange(width, device=device)[None, :] < torch.tensor(n_candidates, device=device)[:, None]
+    orders: list[list[int]] = [[] for _ in n_candidates]
+    attention_mask = batch.attention_mask.to(device)
+    for step in range(width - 1):
+        scores = logits[:, ids].masked_fill(~allowed, float("-inf"))
+        choice = scores.argmax(dim=-1)
+        for row, n in enumerate(n_candidates):
+            if step < n - 1:
+                orders[row].append(int(choice[row]))
+        allowed[torch.arange(len(n_candidates), device=device), choice] = False
+        if step == width - 2:
+            break
+        logits, attention_mask = _step(model, ids[choice], attention_mask, cache)
+    results = []
+    for row, n in enumerate(n_candidates):
+        order = orders[row] + [p for p in range(n) if p not in orders[row]]  # the one left is last
+        results.append(Decoded(order=order))
+    return results
+
+
+def _unconstrained(
+    model: LLM4PRModel,
+    cache: KeyValueCache,
+    batch: PromptBatch,
+    logits: torch.Tensor,
+    identifier_ids: Sequence[int],
+    n_candidates: Sequence[int],
+    eos_token_id: int | None,
+) -> list[Decoded]:
+    position_of = {token: position for position, token in enumerate(identifier_ids)}
+    emitted: list[list[int]] = [[] for _ in n_candidates]
+    finished = [False] * len(n_candidates)
+    attention_mask = batch.attention_mask.to(logits.device)
+    for _ in range(max(n_candidates) + 2):  # room for a stray token or two, then stop
+        tokens = logits.argmax(dim=-1)
+        for row, token in enumerate(tokens.tolist()):
+            if finished[row]:
+                continue
+            if token == eos_token_id:
+                finished[row] = True
+            else:
+                emitted[row].append(position_of.get(token, -1))
+        if all(finished):
+            break
+        logits, attention_mask = _step(model, tokens, attention_mask, cache)
+    results = []
+    for row, n in enumerate(n_candidates):
+        order, repaired = repair(emitted[row], n)
+        results.append(Decoded(order=order, repaired=repaired))
+    return results

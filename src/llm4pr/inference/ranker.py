@@ -1,0 +1,146 @@
+"""The LLM4PR ranker: requests in, permutations out, batched, windowed, never losing a candidate.
+
+Each batch of requests is laid out with the main-task prompt, encoded once, and decoded with the
+chosen mode. Lists longer than the window are ranked with sliding windows (all requests of a
+batch advance one window per round, so windows are batched too). If anything fails for a batch,
+its requests get the ranking-stage order with `fallback: true` and the error, never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from llm4pr.data.errors import DataError
+from llm4pr.data.requests import PostRankRequest, RankResult
+from llm4pr.inference.decoding import MODES, Decoded, decode
+from llm4pr.inference.window import apply_window, validate_window, window_schedule
+from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
+from llm4pr.model.prompts import PromptBuilder, collate
+from llm4pr.rankers.base import Ranker, fallback_result
+
+logger = logging.getLogger(__name__)
+
+
+class LLM4PRRanker(Ranker):
+    name = "llm4pr"
+
+    def __init__(
+        self,
+        model: LLM4PRModel,
+        builder: PromptBuilder,
+        mode: str = "generate",
+        batch_size: int = 8,
+        window: int = 20,
+        stride: int = 10,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown inference mode '{mode}'; choose one of {', '.join(MODES)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        validate_window(window, stride, builder.max_candidates)
+        self.model = model
+        self.builder = builder
+        self.mode = mode
+        self.batch_size = batch_size
+        self.window = window
+        self.stride = stride
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", **kwargs: object) -> "LLM4PRRanker":
+        from llm4pr.model.factory import load_model
+
+        model, tokenizer = load_model(resolve_checkpoint(path), device=device)
+        builder = PromptBuilder(tokenizer, model.config.identifiers)
+        return cls(model, builder, **kwargs)  # type: ignore[arg-type]
+
+    def rank(self, requests: Sequence[PostRankRequest], mode: str | None = None, progress: bool = False) -> list[RankResult]:
+        mode = mode or self.mode
+        results: list[RankResult] = []
+        bar = tqdm(total=len(requests), desc=f"ranking ({mode})", unit="req", disable=not progress)
+        for chunk in _chunks(requests, self.batch_size):
+            started = time.perf_counter()
+            try:
+                ranked = self._rank_batch(chunk, mode)
+            except Exception as exc:  # a model failure must not lose the requests: fall back
+                logger.exception("post-ranking failed for %d request(s); using the ranking-stage order", len(chunk))
+                ranked = [fallback_result(r, f"{type(exc).__name__}: {exc}") for r in chunk]
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            for result in ranked:
+                result.latency_ms = round(elapsed_ms, 3)
+            results.extend(ranked)
+            bar.update(len(chunk))
+        bar.close()
+        return results
+
+    def prompt_length(self, request: PostRankRequest) -> int:
+        """Input tokens of the request's (first window's) main-task prompt."""
+        n_history = min(len(request.history), self.model.config.max_history)
+        return len(self.builder.main_task(request.query, n_history, min(len(request.candidates), self.window)))
+
+    def _rank_batch(self, requests: Sequence[PostRankRequest], mode: str) -> list[RankResult]:
+        orders = [list(range(len(r.candidates))) for r in requests]
+        schedules = [window_schedule(len(r.candidates), self.window, self.stride) for r in requests]
+        repaired = [False] * len(requests)
+        scores: list[list[float] | None] = [None] * len(requests)
+        for round_index in range(max(len(s) for s in schedules)):
+            active = [i for i, s in enumerate(schedules) if round_index < len(s)]
+            spans = [schedules[i][round_index] for i in active]
+            decoded = self._decode([requests[i] for i in active], [orders[i][a:b] for i, (a, b) in zip(active, spans)], mode)
+            for i, span, result in zip(active, spans, decoded, strict=True):
+                orders[i] = apply_window(orders[i], span, result.order)
+                repaired[i] = repaired[i] or result.repaired
+                if len(schedules[i]) == 1:
+                    scores[i] = result.scores
+        results = []
+        for request, order, was_repaired, request_scores in zip(requests, orders, repaired, scores, strict=True):
+            ids = request.candidate_ids
+            result = RankResult(request_id=request.request_id, ranking=[ids[p] for p in order], mode=mode)
+            if request_scores is not None:
+                result.scores = [request_scores[p] for p in order]
+            if mode == "unconstrained":
+                result.repaired = was_repaired
+            results.append(result)
+        return results
+
+    def _decode(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: str) -> list[Decoded]:
+        max_history = self.model.config.max_history
+        prompts, inputs = [], []
+        for request, positions in zip(requests, shown, strict=True):
+            history = list(request.history[-max_history:]) if max_history else []
+            candidates = [request.candidates[p] for p in positions]
+            prompts.append(self.builder.main_task(request.query, len(history), len(candidates)))
+            inputs.append(PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates))
+        batch = collate(prompts, self.builder.tokenizer.pad_token_id)
+        with torch.inference_mode():
+            return decode(
+                self.model,
+                batch,
+                inputs,
+                self.builder.identifier_ids,
+                [len(p) for p in shown],
+                mode=mode,
+                eos_token_id=self.builder.tokenizer.eos_token_id,
+            )
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or a training run folder holding the final model in `model/`."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if (path / "snapshot").is_dir():
+        raise DataError(f"{path}: training has not finished (only a snapshot); resume it with `llm4pr train`")
+    raise DataError(f"{path}: no llm4pr checkpoint here (expected config.json or model/config.json)")
+
+
+def _chunks(items: Sequence[PostRankRequest], size: int) -> Iterator[Sequence[PostRankRequest]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

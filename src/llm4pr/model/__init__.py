@@ -1,0 +1,1 @@
+"""The LLM4PR model: backbone, feature encoders, QIA, prompts."""

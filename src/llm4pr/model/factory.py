@@ -1,0 +1,65 @@
+"""Building an LLM4PR model from a config, and rebuilding one from a checkpoint folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from llm4pr.data.schema import FeatureSchema
+from llm4pr.features.encoders import FeatureStats, SupportsEncode
+from llm4pr.features.text_encoder import load_text_encoder
+from llm4pr.model.backbone import load_backbone
+from llm4pr.model.llm4pr import LLM4PRModel, LoraSettings, ModelConfig
+from llm4pr.training.checkpoint import ADAPTER_DIR, has_adapter, load_weights, read_checkpoint_config
+
+
+def build_model(
+    config: ModelConfig,
+    schema: FeatureSchema,
+    stats: FeatureStats,
+    backbone: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    text_encoder: SupportsEncode | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[LLM4PRModel, PreTrainedTokenizerBase]:
+    """A fresh model: the backbone frozen, encoders and adapters newly initialised."""
+    if backbone is None or tokenizer is None:
+        backbone, tokenizer = load_backbone(config.backbone, dtype=config.dtype)
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    encoder = text_encoder if text_encoder is not None else load_text_encoder(config.text_encoder)
+    model = LLM4PRModel(config, schema, stats, backbone, encoder).to(device)
+    return model, tokenizer
+
+
+def add_lora(model: LLM4PRModel, settings: LoraSettings) -> None:
+    """Wrap the backbone with trainable LoRA matrices (learning to post-rank)."""
+    lora = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    model.backbone = get_peft_model(model.backbone, lora)
+
+
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    text_encoder: SupportsEncode | None = None,
+    trainable: bool = False,
+) -> tuple[LLM4PRModel, PreTrainedTokenizerBase]:
+    """Rebuild the model saved in a checkpoint folder (safetensors and a PEFT adapter; no pickle)."""
+    path = Path(path)
+    config, schema, stats = read_checkpoint_config(path)
+    model, tokenizer = build_model(config, schema, stats, text_encoder=text_encoder, device=device)
+    load_weights(model, path)
+    if has_adapter(path):
+        model.backbone = PeftModel.from_pretrained(model.backbone, path / ADAPTER_DIR, is_trainable=trainable)
+    model.to(device)
+    model.train(trainable)
+    return model, tokenizer

@@ -1,0 +1,172 @@
+"""LLM4PR: feature encoders and QIAs that write soft tokens into a causal LM's input embeddings.
+
+Read top to bottom: the config, then the module that owns the backbone, the user and item field
+encoders, the two adapters (QIA_u, QIA_i; history items share QIA_i), and the two things it does:
+`inputs_embeds` for a batch of prompts, and the backbone's logits for them. Training losses live
+in `llm4pr.training.losses`, decoding in `llm4pr.inference`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from transformers import PreTrainedModel
+
+from llm4pr.data.requests import Item, User
+from llm4pr.data.schema import FeatureSchema
+from llm4pr.features.encoders import EntityEncoder, FeatureStats, SupportsEncode
+from llm4pr.model.prompts import PromptBatch
+from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
+
+DEFAULT_IDENTIFIERS = tuple(chr(ord("A") + i) for i in range(26))
+
+
+class LoraSettings(BaseModel):
+    """LoRA on the backbone for learning to post-rank (paper: q,k projections, r=32, alpha=32)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=32, gt=0)
+    alpha: int = Field(default=32, gt=0)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj"])
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to rebuild the model; saved as JSON in every checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = "smollm2-135m-instruct"
+    dtype: Literal["bfloat16", "float32"] = "float32"
+    text_encoder: str = "all-minilm-l6-v2"
+    adapter: Literal["qia", "mlp"] = "qia"
+    qia_hidden_dim: int = Field(default=512, gt=0)
+    qia_heads: int = Field(default=1, gt=0)
+    categorical_dim: int = Field(default=32, gt=0)
+    embed_ids: bool = True
+    max_history: int = Field(default=10, ge=0)
+    identifiers: list[str] = Field(default_factory=lambda: list(DEFAULT_IDENTIFIERS))
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+@dataclass
+class PromptInputs:
+    """The entities behind one prompt's soft-token slots."""
+
+    query: str
+    user: User
+    history: Sequence[Item] = ()
+    candidates: Sequence[Item] = ()
+    item: Item | None = None  # feature adaptation's single item
+
+
+class LLM4PRModel(nn.Module):
+    def __init__(
+        self,
+        config: ModelConfig,
+        schema: FeatureSchema,
+        stats: FeatureStats,
+        backbone: PreTrainedModel,
+        text_encoder: SupportsEncode,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.schema = schema
+        self.stats = stats
+        self.backbone = backbone
+        self.text_encoder = text_encoder  # frozen and external: not a submodule, never saved
+        hidden = backbone.get_input_embeddings().embedding_dim
+        encoder_args = dict(stats=stats, text_dim=text_encoder.dim, categorical_dim=config.categorical_dim, embed_ids=config.embed_ids)
+        self.user_encoder = EntityEncoder(schema, "user", **encoder_args)  # type: ignore[arg-type]
+        self.item_encoder = EntityEncoder(schema, "item", **encoder_args)  # type: ignore[arg-type]
+        self.user_adapter = self._adapter(self.user_encoder, hidden)
+        self.item_adapter = self._adapter(self.item_encoder, hidden)
+        # Soft tokens are layer-normalised, then scaled to the word embeddings' typical size, so
+        # that the frozen LLM sees inputs of a familiar magnitude from the first step.
+        word_rms = backbone.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
+        self.register_buffer("soft_token_scale", word_rms.reshape(()), persistent=True)
+
+    def _adapter(self, encoder: EntityEncoder, hidden: int) -> nn.Module:
+        if self.config.adapter == "mlp":
+            return FieldMLPAdapter(encoder.fields, self.text_encoder.dim, hidden, self.config.qia_hidden_dim)
+        return QueryInstructedAdapter(
+            encoder.fields, self.text_encoder.dim, hidden, self.config.qia_hidden_dim, self.config.qia_heads
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.soft_token_scale.device
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Encoders, adapters and the scale: what `encoders.safetensors` holds (LoRA is saved by PEFT)."""
+        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter")
+        state = {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in modules}
+        state["soft_token_scale"] = self.soft_token_scale
+        return state
+
+    def soft_tokens(self, inputs: Sequence[PromptInputs], slot_sources: Sequence[Sequence[tuple[str, int]]]) -> torch.Tensor:
+        """One LLM input vector per slot, in the order of the batch's slots (prompt by prompt)."""
+        query = self.text_encoder.encode([x.query for x in inputs]).float().to(self.device)
+        user_fields = self.user_encoder([x.user.id for x in inputs], [x.user.features for x in inputs], self.text_encoder)
+        users, _ = self.user_adapter(query, user_fields)
+
+        user_slots: list[int] = []
+        user_rows: list[int] = []
+        item_slots: list[int] = []
+        items: list[Item] = []
+        item_owners: list[int] = []
+        slot = 0
+        for example, sources in enumerate(slot_sources):
+            for source, index in sources:
+                if source == "user":
+                    user_slots.append(slot)
+                    user_rows.append(example)
+                else:
+                    item_slots.append(slot)
+                    items.append(_slot_item(inputs[example], source, index))
+                    item_owners.append(example)
+                slot += 1
+        soft = users.new_zeros(slot, users.shape[-1]).index_put((torch.tensor(user_slots, device=self.device),), users[user_rows])
+        if items:
+            item_fields = self.item_encoder([i.id for i in items], [i.features for i in items], self.text_encoder)
+            item_tokens, _ = self.item_adapter(query[item_owners], item_fields)
+            soft = soft.index_put((torch.tensor(item_slots, device=self.device),), item_tokens)
+        return nn.functional.layer_norm(soft, soft.shape[-1:]) * self.soft_token_scale
+
+    def inputs_embeds(self, batch: PromptBatch, inputs: Sequence[PromptInputs]) -> torch.Tensor:
+        words = self.backbone.get_input_embeddings()(batch.input_ids.to(self.device))
+        if batch.slot_position.numel() == 0:
+            return words
+        soft = self.soft_tokens(inputs, batch.slot_sources).to(words.dtype)
+        return words.index_put((batch.slot_batch.to(self.device), batch.slot_position.to(self.device)), soft)
+
+    def forward(self, batch: PromptBatch, inputs: Sequence[PromptInputs], **backbone_kwargs: Any) -> Any:
+        """The backbone's output for a batch of prompts (logits [B, T, V], and a cache if asked)."""
+        attention_mask = batch.attention_mask.to(self.device)
+        return self.backbone(
+            inputs_embeds=self.inputs_embeds(batch, inputs),
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            **backbone_kwargs,
+        )
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on each row's first real token (left padding)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _slot_item(inputs: PromptInputs, source: str, index: int) -> Item:
+    if source == "history":
+        return inputs.history[index]
+    if source == "candidate":
+        return inputs.candidates[index]
+    if inputs.item is None:
+        raise ValueError("an 'item' slot needs PromptInputs.item")
+    return inputs.item

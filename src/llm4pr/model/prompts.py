@@ -1,0 +1,192 @@
+"""The prompt builder: the ONLY code that lays out prompts (paper, Figure 2 and Table 2).
+
+A prompt is text with soft-token slots. Text pieces are tokenized separately and concatenated, so
+that a slot never merges with its neighbours; each slot is one position whose input embedding the
+model replaces with a QIA output (user, history item, candidate or feature-adaptation item).
+Labels are -100 on every prompt position: only the answer carries loss.
+
+The instruction comes first in every template, so the prefix is the same for all requests of a
+task (a serving cache can reuse its keys and values). Candidates are labelled with identifiers
+that are ONE token each, written with a leading space (" A", " B", ...) both in the candidate
+list and in the answer, so the answer " C A B" is exactly the identifier tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from llm4pr.model.backbone import single_token_ids
+
+IGNORE_INDEX = -100
+SlotSource = Literal["user", "history", "candidate", "item"]
+
+MAIN_INSTRUCTION = "Rank the candidates for the user and the query, best first."
+AUXILIARY_INSTRUCTION = "Which list ranks the candidates better for the user and the query?"
+ADAPTATION_INSTRUCTION = "Describe the user and the item, and predict the rating."
+LIST_NAMES = ("I", "II")
+
+
+@dataclass
+class Prompt:
+    """One tokenized example: ids, soft-token slots, labels, and where the answer starts."""
+
+    input_ids: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    slot_positions: list[int] = field(default_factory=list)
+    slot_sources: list[tuple[SlotSource, int]] = field(default_factory=list)
+    answer_start: int = -1  # index of the first answer token; logits at answer_start - 1 predict it
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class PromptBatch:
+    """Left-padded tensors for a batch of prompts (left padding keeps every answer at the end)."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    labels: torch.Tensor  # [B, T]
+    slot_batch: torch.Tensor  # [S] batch index of every soft slot, in prompt order
+    slot_position: torch.Tensor  # [S] position of every soft slot
+    slot_sources: list[list[tuple[SlotSource, int]]]  # per prompt, what fills its slots
+    answer_start: torch.Tensor  # [B] position (after padding) of the first answer token
+
+
+class PromptBuilder:
+    """Builds the feature-adaptation, main-task and auxiliary-task prompts for one tokenizer."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, identifiers: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.identifiers = list(identifiers)
+        self.identifier_ids = single_token_ids(tokenizer, self.identifiers, leading_space=True)
+        self.slot_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._cache: dict[str, list[int]] = {}
+
+    @property
+    def max_candidates(self) -> int:
+        return len(self.identifiers)
+
+    def _text(self, text: str) -> list[int]:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            self._cache[text] = ids
+        return ids
+
+    # -- shared pieces -------------------------------------------------------------------------
+
+    def _context(self, prompt: Prompt, instruction: str, query: str, n_history: int, n_candidates: int) -> None:
+        if n_candidates > self.max_candidates:
+            raise ValueError(
+                f"{n_candidates} candidates but only {self.max_candidates} identifiers: use the sliding window"
+            )
+        _add_text(prompt, self._text(f"{instruction}\nQuery: {query}\nUser:"))
+        _add_slot(prompt, self.slot_token_id, "user", 0)
+        _add_text(prompt, self._text("\nHistory:" if n_history else "\nHistory: none"))
+        for index in range(n_history):
+            _add_slot(prompt, self.slot_token_id, "history", index)
+        _add_text(prompt, self._text("\nCandidates:"))
+        for index in range(n_candidates):
+            prompt.input_ids.append(self.identifier_ids[index])
+            prompt.labels.append(IGNORE_INDEX)
+            _add_slot(prompt, self.slot_token_id, "candidate", index)
+
+    def _answer(self, prompt: Prompt, answer_ids: list[int] | None) -> Prompt:
+        _add_text(prompt, self._text("\nAnswer:"))
+        prompt.answer_start = len(prompt.input_ids)
+        if answer_ids is not None:
+            prompt.input_ids.extend(answer_ids)
+            prompt.labels.extend(answer_ids)
+        return prompt
+
+    def _eos(self) -> list[int]:
+        return [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+
+    # -- the three templates -------------------------------------------------------------------
+
+    def main_task(
+        self, query: str, n_history: int, n_candidates: int, target_order: Sequence[int] | None = None
+    ) -> Prompt:
+        """Post-rank: the answer is the candidates' identifiers in the ideal order."""
+        prompt = Prompt()
+        self._context(prompt, MAIN_INSTRUCTION, query, n_history, n_candidates)
+        answer = None
+        if target_order is not None:
+            answer = [self.identifier_ids[i] for i in target_order] + self._eos()
+        return self._answer(prompt, answer)
+
+    def auxiliary_task(
+        self,
+        query: str,
+        n_history: int,
+        n_candidates: int,
+        list_one: Sequence[int],
+        list_two: Sequence[int],
+        better: int | None = None,
+    ) -> Prompt:
+        """Judge two orders of the candidates: the answer is " I" or " II", the higher-NDCG list."""
+        prompt = Prompt()
+        self._context(prompt, AUXILIARY_INSTRUCTION, query, n_history, n_candidates)
+        for name, order in zip(LIST_NAMES, (list_one, list_two), strict=True):
+            _add_text(prompt, self._text(f"\nList {name}:"))
+            for index in order:
+                prompt.input_ids.append(self.identifier_ids[index])
+                prompt.labels.append(IGNORE_INDEX)
+        answer = None if better is None else self._text(f" {LIST_NAMES[better]}") + self._eos()
+        return self._answer(prompt, answer)
+
+    def feature_adaptation(self, query: str, description: str | None = None) -> Prompt:
+        """Feature adaptation: from a user and an item soft token, say what they are and the rating."""
+        prompt = Prompt()
+        _add_text(prompt, self._text(f"{ADAPTATION_INSTRUCTION}\nQuery: {query}\nUser:"))
+        _add_slot(prompt, self.slot_token_id, "user", 0)
+        _add_text(prompt, self._text("\nItem:"))
+        _add_slot(prompt, self.slot_token_id, "item", 0)
+        answer = None if description is None else self._text(f" {description}") + self._eos()
+        return self._answer(prompt, answer)
+
+
+def _add_text(prompt: Prompt, ids: list[int]) -> None:
+    prompt.input_ids.extend(ids)
+    prompt.labels.extend([IGNORE_INDEX] * len(ids))
+
+
+def _add_slot(prompt: Prompt, slot_token_id: int, source: SlotSource, index: int) -> None:
+    prompt.slot_positions.append(len(prompt.input_ids))
+    prompt.slot_sources.append((source, index))
+    prompt.input_ids.append(slot_token_id)
+    prompt.labels.append(IGNORE_INDEX)
+
+
+def collate(prompts: Sequence[Prompt], pad_token_id: int) -> PromptBatch:
+    """Left-pad a batch of prompts into tensors."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    labels = torch.full((len(prompts), width), IGNORE_INDEX, dtype=torch.long)
+    slot_batch: list[int] = []
+    slot_position: list[int] = []
+    answer_start = []
+    for row, prompt in enumerate(prompts):
+        offset = width - len(prompt)
+        input_ids[row, offset:] = torch.tensor(prompt.input_ids)
+        attention_mask[row, offset:] = 1
+        labels[row, offset:] = torch.tensor(prompt.labels)
+        slot_batch.extend([row] * len(prompt.slot_positions))
+        slot_position.extend(offset + p for p in prompt.slot_positions)
+        answer_start.append(offset + prompt.answer_start)
+    return PromptBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+        slot_batch=torch.tensor(slot_batch, dtype=torch.long),
+        slot_position=torch.tensor(slot_position, dtype=torch.long),
+        slot_sources=[list(p.slot_sources) for p in prompts],
+        answer_start=torch.tensor(answer_start, dtype=torch.long),
+    )

@@ -1,0 +1,1 @@
+"""Training: feature adaptation, then learning to post-rank (main + auxiliary task, LoRA)."""

@@ -1,0 +1,134 @@
+"""Self-describing checkpoints, written atomically, loaded without pickle.
+
+A checkpoint folder holds:
+- `config.json`: the model config, the feature schema and the fitted feature statistics;
+- `encoders.safetensors`: field encoders, adapters (QIA or MLP) and the soft-token scale;
+- `adapter/`: the PEFT LoRA adapter (absent before learning to post-rank);
+- `trainer_state.json` + `optimizer.safetensors` in resumable training snapshots only.
+
+A folder is written under a temporary name and renamed into place, so a crash leaves either the
+old checkpoint or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from llm4pr.data.errors import DataError
+from llm4pr.data.jsonl import write_json
+from llm4pr.data.schema import FeatureSchema
+from llm4pr.features.encoders import FeatureStats
+from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig
+
+FORMAT = "llm4pr-checkpoint"
+FORMAT_VERSION = 1
+ADAPTER_DIR = "adapter"
+
+
+def save_checkpoint(
+    model: LLM4PRModel,
+    path: str | Path,
+    optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: dict[str, Any] | None = None,
+) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        write_json(
+            tmp / "config.json",
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "model": model.config.model_dump(mode="json"),
+                "schema": model.schema.model_dump(mode="json", exclude_none=True),
+                "stats": model.stats.to_dict(),
+            },
+        )
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}, tmp / "encoders.safetensors")
+        if hasattr(model.backbone, "peft_config"):
+            model.backbone.save_pretrained(tmp / ADAPTER_DIR)
+        if optimizer is not None:
+            tensors, structure = _flatten_optimizer(optimizer)
+            save_file(tensors, tmp / "optimizer.safetensors")
+            write_json(tmp / "optimizer.json", structure)
+        if trainer_state is not None:
+            write_json(tmp / "trainer_state.json", trainer_state)
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, FeatureSchema, FeatureStats]:
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise DataError(f"{path}: not an llm4pr checkpoint (no config.json)")
+    raw = json.loads(config_path.read_text(encoding="utf-8"))
+    if raw.get("format") != FORMAT or raw.get("version") != FORMAT_VERSION:
+        raise DataError(f"{config_path}: unsupported checkpoint format {raw.get('format')!r} v{raw.get('version')!r}")
+    return (
+        ModelConfig.model_validate(raw["model"]),
+        FeatureSchema.model_validate(raw["schema"]),
+        FeatureStats.from_dict(raw["stats"]),
+    )
+
+
+def load_weights(model: LLM4PRModel, path: str | Path) -> None:
+    """Load encoders and adapters (strict: every tensor must match) into a freshly built model."""
+    state = load_file(Path(path) / "encoders.safetensors", device=str(model.device))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    expected = set(model.trainable_state_dict())
+    missing = [k for k in missing if k in expected]
+    if missing or unexpected:
+        raise DataError(f"{path}: checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+
+
+def has_adapter(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_DIR / "adapter_config.json").is_file()
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, path: str | Path) -> None:
+    path = Path(path)
+    structure = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
+    tensors = load_file(path / "optimizer.safetensors")
+    state: dict[int, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = tensor
+    optimizer.load_state_dict({"state": state, "param_groups": structure["param_groups"]})
+
+
+def read_trainer_state(path: str | Path) -> dict[str, Any] | None:
+    state_path = Path(path) / "trainer_state.json"
+    if not state_path.is_file():
+        return None
+    return json.loads(state_path.read_text(encoding="utf-8"))
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for index, param_state in state_dict["state"].items():
+        for name, value in param_state.items():
+            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            tensors[f"{index}.{name}"] = tensor.detach().contiguous().cpu()
+    return tensors, {"param_groups": state_dict["param_groups"]}
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap `new` into `target`: the old folder is renamed away first, deleted last."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

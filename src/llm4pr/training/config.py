@@ -1,0 +1,62 @@
+"""The training config (`configs/*.yaml`): model, the two stages, data budget, checkpoints.
+
+A stage with `steps: 0` is skipped: `adaptation.steps: 0` is the paper's "w/o FA" ablation,
+`post_rank.auxiliary_ratio: 0` its "w/o auxiliary task", `model.adapter: mlp` its "w/o QIA".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llm4pr.data.errors import DataError, format_validation_error
+from llm4pr.model.llm4pr import ModelConfig
+
+
+class StageConfig(BaseModel):
+    """Optimisation of one stage: AdamW, linear warm-up, cosine decay to `min_learning_rate`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=8, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    min_learning_rate: float = Field(default=1e-6, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+
+
+class PostRankStageConfig(StageConfig):
+    auxiliary_ratio: float = Field(default=0.25, ge=0, le=1, description="share of auxiliary-task examples")
+    shuffle_candidates: bool = Field(default=True, description="show candidates in random order in training")
+    listwise_loss_weight: float = Field(default=1.0, ge=0, description="ListNet term on the first answer position")
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    adaptation: StageConfig = Field(default_factory=StageConfig)
+    post_rank: PostRankStageConfig = Field(default_factory=PostRankStageConfig)
+    seed: int = 0
+    max_train_requests: int | None = Field(default=None, gt=0, description="subsample the training split")
+    max_valid_requests: int | None = Field(default=300, gt=0, description="validation requests scored after training")
+    checkpoint_every: int = Field(default=50, gt=0, description="steps between resumable snapshots")
+    inference_batch_size: int = Field(default=16, gt=0)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: config file not found") from exc
+        except yaml.YAMLError as exc:
+            raise DataError(f"{path}: invalid YAML: {exc}") from exc
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise DataError(f"{path}: invalid config: {format_validation_error(exc)}") from exc

@@ -1,0 +1,239 @@
+"""The training run: setup -> feature adaptation -> learning to post-rank -> validation report.
+
+A run folder holds `train_config.json`, `adaptation/` (the model after feature adaptation),
+`model/` (the final model, what `rank`, `evaluate` and `serve` load), `snapshot/` (the latest
+resumable state: weights, optimizer, step) and `valid_report.json`. Running the same command again
+resumes from the snapshot; a finished stage is never redone. Every batch is a pure function of the
+seed, the stage and the step, so a resumed run sees the same examples as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from llm4pr.data.errors import DataError
+from llm4pr.data.jsonl import read_requests, write_json
+from llm4pr.data.requests import PostRankRequest
+from llm4pr.data.schema import FeatureSchema
+from llm4pr.evaluation.evaluate import evaluate_run
+from llm4pr.features.encoders import FeatureStats
+from llm4pr.model.factory import add_lora, build_model, load_model
+from llm4pr.model.llm4pr import LLM4PRModel
+from llm4pr.model.prompts import PromptBuilder, collate
+from llm4pr.training.checkpoint import load_optimizer, read_trainer_state, save_checkpoint
+from llm4pr.training.config import StageConfig, TrainConfig
+from llm4pr.training.examples import Example, ExampleFactory
+from llm4pr.training.losses import listwise_first_token_loss, next_token_loss
+
+logger = logging.getLogger(__name__)
+
+Stage = Literal["adaptation", "post_rank"]
+STAGES: tuple[Stage, ...] = ("adaptation", "post_rank")
+STAGE_DIRS = {"adaptation": "adaptation", "post_rank": "model"}
+SNAPSHOT_DIR = "snapshot"
+
+
+def load_split(data_dir: Path, split: str) -> tuple[list[PostRankRequest], FeatureSchema]:
+    schema = FeatureSchema.load(data_dir / "schema.json")
+    return read_requests(data_dir / f"{split}.jsonl", schema), schema
+
+
+def subsample(requests: list[PostRankRequest], limit: int | None, seed: int) -> list[PostRankRequest]:
+    """A fixed random subset, kept in file order (the same for every run with this seed)."""
+    if limit is None or limit >= len(requests):
+        return requests
+    keep = sorted(random.Random(seed).sample(range(len(requests)), limit))
+    return [requests[i] for i in keep]
+
+
+def learning_rate(step: int, stage: StageConfig) -> float:
+    """Linear warm-up to `learning_rate`, then cosine decay to `min_learning_rate`."""
+    warmup = max(int(stage.steps * stage.warmup_ratio), 1)
+    if step < warmup:
+        return stage.learning_rate * (step + 1) / warmup
+    progress = (step - warmup) / max(stage.steps - warmup, 1)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return stage.min_learning_rate + (stage.learning_rate - stage.min_learning_rate) * cosine
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        data_dir: str | Path,
+        run_dir: str | Path,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.progress = progress
+        self._epoch_orders: dict[tuple[str, int], list[int]] = {}
+        self.train_requests, self.schema = load_split(self.data_dir, "train")
+        if not self.train_requests:
+            raise DataError(f"{self.data_dir / 'train.jsonl'}: no training requests")
+        self.stats = FeatureStats.fit(self.schema, self.train_requests, embed_ids=config.model.embed_ids)
+        self.train_requests = subsample(self.train_requests, config.max_train_requests, config.seed)
+        self._check_run_dir()
+
+    def _check_run_dir(self) -> None:
+        saved = self.run_dir / "train_config.json"
+        current = self.config.model_dump(mode="json")
+        if saved.is_file():
+            previous = json.loads(saved.read_text(encoding="utf-8"))
+            if previous != current:
+                raise DataError(
+                    f"{self.run_dir}: holds a run with a different config; use a new --out folder or delete it"
+                )
+        else:
+            write_json(saved, current)
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def run(self, stages: Sequence[Stage] = STAGES) -> dict[str, Any]:
+        torch.manual_seed(self.config.seed)
+        model, tokenizer = None, None
+        for stage in stages:
+            stage_config = self._stage_config(stage)
+            final_dir = self.run_dir / STAGE_DIRS[stage]
+            if (final_dir / "config.json").is_file():
+                logger.info("stage %s already finished in %s", stage, final_dir)
+                model, tokenizer = None, None
+                continue
+            model, tokenizer, start = self._start_stage(stage)
+            if stage_config.steps:
+                self._train(stage, model, tokenizer, start)
+            save_checkpoint(model, final_dir)
+            shutil.rmtree(self.run_dir / SNAPSHOT_DIR, ignore_errors=True)
+        if "post_rank" not in stages:
+            return {}
+        return self.validate()
+
+    def _stage_config(self, stage: Stage) -> StageConfig:
+        return self.config.adaptation if stage == "adaptation" else self.config.post_rank
+
+    def _start_stage(self, stage: Stage) -> tuple[LLM4PRModel, Any, int]:
+        """The model to train from: a snapshot of this stage, the previous stage, or a fresh one."""
+        snapshot = self.run_dir / SNAPSHOT_DIR
+        state = read_trainer_state(snapshot)
+        if state is not None and state.get("stage") == stage:
+            model, tokenizer = load_model(snapshot, device=self.device, trainable=True)
+            logger.info("resuming %s at step %d", stage, state["step"])
+            return model, tokenizer, int(state["step"])
+        adapted = self.run_dir / STAGE_DIRS["adaptation"]
+        if stage == "post_rank" and self.config.adaptation.steps and not (adapted / "config.json").is_file():
+            raise DataError(f"{self.run_dir}: learning to post-rank needs feature adaptation first (run --stage adaptation)")
+        if stage == "post_rank" and (adapted / "config.json").is_file():
+            model, tokenizer = load_model(adapted, device=self.device, trainable=True)
+        else:
+            model, tokenizer = build_model(self.config.model, self.schema, self.stats, device=self.device)
+        if stage == "post_rank":
+            add_lora(model, self.config.model.lora)
+        return model, tokenizer, 0
+
+    def _train(self, stage: Stage, model: LLM4PRModel, tokenizer: Any, start: int) -> None:
+        stage_config = self._stage_config(stage)
+        builder = PromptBuilder(tokenizer, self.config.model.identifiers)
+        factory = ExampleFactory(
+            builder,
+            self.schema,
+            self.config.model.max_history,
+            shuffle_candidates=self.config.post_rank.shuffle_candidates,
+        )
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
+        if start:
+            load_optimizer(optimizer, self.run_dir / SNAPSHOT_DIR)
+        model.train()
+        make_batch = self._adaptation_batch if stage == "adaptation" else self._post_rank_batch
+        listwise_weight = self.config.post_rank.listwise_loss_weight if stage == "post_rank" else 0.0
+        bar = tqdm(range(start, stage_config.steps), initial=start, total=stage_config.steps, desc=stage, disable=not self.progress)
+        smoothed: float | None = None
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, stage_config)
+            examples = make_batch(factory, step)
+            loss = self._loss(model, builder, examples, listwise_weight)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, stage_config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            smoothed = float(loss) if smoothed is None else 0.9 * smoothed + 0.1 * float(loss)
+            bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            done = step + 1
+            if done % self.config.checkpoint_every == 0 and done < stage_config.steps:
+                save_checkpoint(model, self.run_dir / SNAPSHOT_DIR, optimizer, {"stage": stage, "step": done, "loss": smoothed})
+        model.eval()
+
+    def _loss(self, model: LLM4PRModel, builder: PromptBuilder, examples: list[Example], listwise_weight: float) -> torch.Tensor:
+        batch = collate([e.prompt for e in examples], builder.tokenizer.pad_token_id)
+        logits = model(batch, [e.inputs for e in examples]).logits
+        loss = next_token_loss(logits, batch.labels)
+        if listwise_weight:
+            listwise = listwise_first_token_loss(
+                logits, batch.answer_start, builder.identifier_ids, [e.candidate_labels for e in examples]
+            )
+            if listwise is not None:
+                loss = loss + listwise_weight * listwise
+        return loss
+
+    # -- batches: pure functions of (seed, stage, step) ----------------------------------------------
+
+    def _epoch_slice(self, stage: Stage, step: int, batch_size: int) -> list[PostRankRequest]:
+        n = len(self.train_requests)
+        picked = []
+        for offset in range(step * batch_size, (step + 1) * batch_size):
+            epoch, index = divmod(offset, n)
+            key = (stage, epoch)
+            if key not in self._epoch_orders:
+                self._epoch_orders[key] = random.Random(f"{self.config.seed}:{stage}:epoch{epoch}").sample(range(n), n)
+            picked.append(self.train_requests[self._epoch_orders[key][index]])
+        return picked
+
+    def _adaptation_batch(self, factory: ExampleFactory, step: int) -> list[Example]:
+        rng = random.Random(f"{self.config.seed}:adaptation:{step}")
+        requests = self._epoch_slice("adaptation", step, self.config.adaptation.batch_size)
+        return [factory.adaptation(r, rng.randrange(len(r.candidates))) for r in requests]
+
+    def _post_rank_batch(self, factory: ExampleFactory, step: int) -> list[Example]:
+        rng = random.Random(f"{self.config.seed}:post_rank:{step}")
+        examples = []
+        for request in self._epoch_slice("post_rank", step, self.config.post_rank.batch_size):
+            example = None
+            if len(request.candidates) > 1 and rng.random() < self.config.post_rank.auxiliary_ratio:
+                example = factory.auxiliary(request, rng)
+            examples.append(example or factory.main(request, rng))
+        return examples
+
+    # -- validation --------------------------------------------------------------------------------
+
+    def validate(self) -> dict[str, Any]:
+        """Score the final model on (a prefix of) the validation split; write valid_report.json."""
+        from llm4pr.inference.ranker import LLM4PRRanker
+
+        path = self.data_dir / "valid.jsonl"
+        if not path.is_file():
+            return {}
+        requests, _ = load_split(self.data_dir, "valid")
+        requests = requests[: self.config.max_valid_requests]
+        ranker = LLM4PRRanker.from_pretrained(self.run_dir, device=self.device, batch_size=self.config.inference_batch_size)
+        report: dict[str, Any] = {"n_requests": len(requests)}
+        for mode in ("generate", "first_token"):
+            run = ranker.rank(requests, mode=mode)
+            scored = evaluate_run(requests, run)
+            echo = sum(r.ranking == q.candidate_ids for r, q in zip(run, requests)) / len(requests)
+            report[mode] = {"metrics": scored["metrics"], "input_order_rate": echo}
+        write_json(self.run_dir / "valid_report.json", report)
+        return report

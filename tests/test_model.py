@@ -1,0 +1,250 @@
+"""The LLM4PR model on a tiny random backbone: QIA, soft tokens, prompts, losses, decoding."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llm4pr.features.encoders import EntityEncoder, FeatureStats, FieldInfo
+from llm4pr.features.text_encoder import load_text_encoder
+from llm4pr.inference.decoding import decode, repair
+from llm4pr.inference.ranker import LLM4PRRanker
+from llm4pr.inference.window import sliding_window_rank, validate_window, window_schedule
+from llm4pr.model.backbone import BackboneError, tiny_backbone
+from llm4pr.model.factory import add_lora, build_model
+from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig, PromptInputs
+from llm4pr.model.prompts import IGNORE_INDEX, PromptBuilder, collate
+from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
+from llm4pr.training.examples import ExampleFactory, ideal_order
+from llm4pr.training.losses import listwise_first_token_loss, next_token_loss
+from toy import TOY_SCHEMA, toy_requests
+
+TINY = ModelConfig(backbone="tiny", dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8)
+
+
+def make_model(adapter: str = "qia", seed: int = 0) -> tuple[LLM4PRModel, PromptBuilder]:
+    torch.manual_seed(seed)
+    backbone, tokenizer = tiny_backbone(seed=seed)
+    config = TINY.model_copy(update={"adapter": adapter})
+    stats = FeatureStats.fit(TOY_SCHEMA, toy_requests(30))
+    model, tokenizer = build_model(config, TOY_SCHEMA, stats, backbone, tokenizer, load_text_encoder("hashing"))
+    model.eval()
+    return model, PromptBuilder(tokenizer, config.identifiers)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[LLM4PRModel, PromptBuilder]:
+    return make_model()
+
+
+def test_qia_shapes_and_attention_sum_to_one() -> None:
+    fields = [FieldInfo("a", 4), FieldInfo("b", 6), FieldInfo("c", 2)]
+    for heads in (1, 4):
+        qia = QueryInstructedAdapter(fields, query_dim=5, output_dim=7, hidden_dim=16, num_heads=heads)
+        tokens, attention = qia(torch.randn(3, 5), [torch.randn(3, 4), torch.randn(3, 6), torch.randn(3, 2)])
+        assert tokens.shape == (3, 7)
+        assert attention.shape == (3, heads, 3)
+        torch.testing.assert_close(attention.sum(-1), torch.ones(3, heads))
+    with pytest.raises(ValueError, match="not divisible"):
+        QueryInstructedAdapter(fields, 5, 7, hidden_dim=10, num_heads=4)
+
+
+def test_qia_query_changes_the_attention() -> None:
+    torch.manual_seed(0)
+    qia = QueryInstructedAdapter([FieldInfo("a", 4), FieldInfo("b", 4)], query_dim=5, output_dim=7, hidden_dim=16)
+    fields = [torch.randn(1, 4), torch.randn(1, 4)]
+    _, first = qia(torch.randn(1, 5), fields)
+    _, second = qia(torch.randn(1, 5), fields)
+    assert not torch.allclose(first, second)
+
+
+def test_mlp_adapter_has_the_same_interface() -> None:
+    mlp = FieldMLPAdapter([FieldInfo("a", 4), FieldInfo("b", 6)], query_dim=5, output_dim=7, hidden_dim=16)
+    tokens, _ = mlp(torch.randn(3, 5), [torch.randn(3, 4), torch.randn(3, 6)])
+    assert tokens.shape == (3, 7)
+
+
+def test_entity_encoder_fields_follow_the_schema() -> None:
+    requests = toy_requests(10)
+    stats = FeatureStats.fit(TOY_SCHEMA, requests)
+    text_encoder = load_text_encoder("hashing")
+    encoder = EntityEncoder(TOY_SCHEMA, "item", stats, text_dim=text_encoder.dim, categorical_dim=8)
+    names = [f.name for f in encoder.fields]
+    assert names == ["__id__", "title", "genres", "vec", "numerical"]  # ONE field for all numbers
+    items = requests[0].candidates
+    outputs = encoder([i.id for i in items], [i.features for i in items], text_encoder)
+    assert [o.shape[-1] for o in outputs] == [f.dim for f in encoder.fields]
+    unseen = encoder(["never-seen"], [{}], text_encoder)
+    assert unseen[-1].tolist() == [[0.0, 1.0]]  # missing number: 0 with its missing flag set
+
+
+def test_soft_token_rows_equal_adapter_outputs(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    model, builder = tiny
+    request = toy_requests(1)[0]
+    prompt = builder.main_task(request.query, len(request.history), len(request.candidates))
+    batch = collate([prompt], builder.tokenizer.pad_token_id)
+    inputs = [PromptInputs(request.query, request.user, request.history, request.candidates)]
+    embeds = model.inputs_embeds(batch, inputs)
+    soft = model.soft_tokens(inputs, batch.slot_sources)
+    torch.testing.assert_close(embeds[0, batch.slot_position], soft)
+    query = model.text_encoder.encode([request.query])
+    items = request.candidates
+    fields = model.item_encoder([i.id for i in items], [i.features for i in items], model.text_encoder)
+    raw, _ = model.item_adapter(query.expand(len(items), -1), fields)
+    expected = torch.nn.functional.layer_norm(raw, raw.shape[-1:]) * model.soft_token_scale
+    candidate_slots = [k for k, (source, _) in enumerate(batch.slot_sources[0]) if source == "candidate"]
+    torch.testing.assert_close(soft[candidate_slots], expected)
+    words = model.backbone.get_input_embeddings()(batch.input_ids)
+    text_positions = [p for p in range(len(prompt)) if p not in set(batch.slot_position.tolist())]
+    torch.testing.assert_close(embeds[0, text_positions], words[0, text_positions])
+
+
+def test_prompt_positions_carry_no_loss(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    _, builder = tiny
+    prompt = builder.main_task("what to watch", 2, 3, target_order=[2, 0, 1])
+    answer = prompt.labels[prompt.answer_start :]
+    assert all(label == IGNORE_INDEX for label in prompt.labels[: prompt.answer_start])
+    ids = builder.identifier_ids
+    assert answer == [ids[2], ids[0], ids[1], builder.tokenizer.eos_token_id]
+    assert prompt.input_ids[prompt.answer_start :] == answer
+    assert [s for s, _ in prompt.slot_sources] == ["user", "history", "history", "candidate", "candidate", "candidate"]
+    aux = builder.auxiliary_task("q", 0, 3, [0, 1, 2], [2, 1, 0], better=1)
+    assert all(label == IGNORE_INDEX for label in aux.labels[: aux.answer_start])
+    assert builder.tokenizer.decode(aux.labels[aux.answer_start : -1]) == " II"
+
+
+def test_too_many_candidates_for_the_identifiers(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    _, builder = tiny
+    with pytest.raises(ValueError, match="27 candidates but only 26 identifiers"):
+        builder.main_task("q", 0, 27)
+
+
+def test_identifiers_must_be_single_tokens(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    _, builder = tiny
+    with pytest.raises(BackboneError, match="'AB'"):
+        PromptBuilder(builder.tokenizer, ["A", "AB", "C"])
+
+
+def test_ideal_order_is_stable() -> None:
+    assert ideal_order([3.0, 5.0, 3.0, 4.0]) == [1, 3, 0, 2]
+
+
+def test_auxiliary_answer_is_the_higher_ndcg_list(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    _, builder = tiny
+    factory = ExampleFactory(builder, TOY_SCHEMA, max_history=10, shuffle_candidates=False)
+    request = toy_requests(1)[0]
+    example = factory.auxiliary(request, random.Random(0))
+    assert example is not None
+    text = builder.tokenizer.decode(example.prompt.input_ids)
+    one = text.split("List I:")[1].split("\n")[0].split()
+    two = text.split("List II:")[1].split("\n")[0].split()
+    labels = {ident: request.candidates[k].label for k, ident in enumerate("ABCDE")}
+    from llm4pr.evaluation.metrics import ndcg_at_k
+
+    better = "I" if ndcg_at_k([labels[i] for i in one], 5) > ndcg_at_k([labels[i] for i in two], 5) else "II"
+    assert builder.tokenizer.decode(example.prompt.labels[example.prompt.answer_start : -1]).strip() == better
+
+
+def test_one_optimiser_step_lowers_the_loss() -> None:
+    model, builder = make_model(seed=1)
+    add_lora(model, TINY.lora.model_copy(update={"r": 4, "alpha": 8, "dropout": 0.0}))
+    model.train()
+    factory = ExampleFactory(builder, TOY_SCHEMA, max_history=10, shuffle_candidates=True)
+    rng = random.Random(0)
+    examples = [factory.main(r, rng) for r in toy_requests(4)]
+    batch = collate([e.prompt for e in examples], builder.tokenizer.pad_token_id)
+    inputs = [e.inputs for e in examples]
+    labels = [e.candidate_labels for e in examples]
+
+    def loss() -> torch.Tensor:
+        logits = model(batch, inputs).logits
+        listwise = listwise_first_token_loss(logits, batch.answer_start, builder.identifier_ids, labels)
+        assert listwise is not None
+        return next_token_loss(logits, batch.labels) + listwise
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    backbone_trainable = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
+    assert backbone_trainable and all("lora_" in n for n in backbone_trainable)
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    before = loss()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = loss()
+    assert float(after) < float(before)
+
+
+def test_repair() -> None:
+    assert repair([2, 0, 1], 3) == ([2, 0, 1], False)
+    assert repair([2, 2, -1, 0], 4) == ([2, 0, 1, 3], True)
+    assert repair([], 2) == ([0, 1], True)
+    assert repair([5, 1], 2) == ([1, 0], True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=8), min_size=1, max_size=4), seed=st.integers(0, 10_000))
+def test_constrained_decoding_always_yields_a_permutation(sizes: list[int], seed: int) -> None:
+    model, builder = _SHARED
+    rng = random.Random(seed)
+    requests = [toy_requests(1, n_candidates=n, seed=rng.randrange(1000))[0] for n in sizes]
+    prompts = [builder.main_task(r.query, len(r.history), len(r.candidates)) for r in requests]
+    inputs = [PromptInputs(r.query, r.user, r.history, r.candidates) for r in requests]
+    batch = collate(prompts, builder.tokenizer.pad_token_id)
+    for mode in ("generate", "first_token", "unconstrained"):
+        decoded = decode(model, batch, inputs, builder.identifier_ids, sizes, mode=mode, eos_token_id=builder.tokenizer.eos_token_id)
+        for result, n in zip(decoded, sizes):
+            assert sorted(result.order) == list(range(n))
+
+
+_SHARED = make_model(seed=3)
+
+
+@pytest.mark.parametrize("mode", ["generate", "first_token", "unconstrained"])
+def test_batched_and_single_rankings_are_identical(tiny: tuple[LLM4PRModel, PromptBuilder], mode: str) -> None:
+    model, builder = tiny
+    requests = toy_requests(3, n_candidates=4) + toy_requests(2, n_candidates=6, seed=9)
+    batched = LLM4PRRanker(model, builder, mode=mode, batch_size=5).rank(requests)
+    single = LLM4PRRanker(model, builder, mode=mode, batch_size=1).rank(requests)
+    assert [r.ranking for r in batched] == [r.ranking for r in single]
+    if mode == "first_token":
+        for b, s in zip(batched, single):
+            assert b.scores == pytest.approx(s.scores, abs=1e-4)
+
+
+def test_sliding_window_on_sixty_candidates(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    assert window_schedule(60, 20, 10) == [(40, 60), (30, 50), (20, 40), (10, 30), (0, 20)]
+    assert window_schedule(5, 20, 10) == [(0, 5)]
+    # an oracle that sorts each window by a hidden score: the best items rise to the top in one pass
+    hidden = random.Random(0).sample(range(60), 60)
+    order = sliding_window_rank(60, 20, 10, lambda positions: sorted(range(len(positions)), key=lambda i: -hidden[positions[i]]))
+    assert sorted(order) == list(range(60))
+    assert [hidden[p] for p in order[:10]] == sorted(hidden, reverse=True)[:10]
+    model, builder = tiny
+    request = toy_requests(1, n_candidates=60, n_items=80)[0]
+    result = LLM4PRRanker(model, builder, window=20, stride=10).rank([request])[0]
+    assert sorted(result.ranking) == sorted(request.candidate_ids) and not result.fallback
+
+
+def test_window_validation() -> None:
+    with pytest.raises(ValueError, match="window must be between 2 and 26"):
+        validate_window(30, 10, 26)
+    with pytest.raises(ValueError, match="stride must be at least 1 and smaller than the window"):
+        validate_window(20, 20, 26)
+
+
+def test_model_failure_falls_back_to_the_ranking_stage_order(tiny: tuple[LLM4PRModel, PromptBuilder], monkeypatch: pytest.MonkeyPatch) -> None:
+    model, builder = tiny
+    ranker = LLM4PRRanker(model, builder)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ranker, "_decode", broken)
+    requests = toy_requests(2)
+    results = ranker.rank(requests)
+    assert [r.ranking for r in results] == [r.candidate_ids for r in requests]
+    assert all(r.fallback and "boom" in (r.error or "") for r in results)
