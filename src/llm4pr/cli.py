@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_library_progress_bars()
     try:
         return int(args.handler(args) or 0)
     except DataError as exc:
@@ -30,6 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_library_progress_bars() -> None:
+    """Keep the terminal for our own progress bars (transformers draws one per weight load)."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.disable_progress_bar()
 
 
 def build_parser() -> argparse.ArgumentParser:

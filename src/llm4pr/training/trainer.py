@@ -156,6 +156,8 @@ class Trainer:
         optimizer = torch.optim.AdamW(parameters, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
         if start:
             load_optimizer(optimizer, self.run_dir / SNAPSHOT_DIR)
+            state = read_trainer_state(self.run_dir / SNAPSHOT_DIR) or {}
+            torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         model.train()
         make_batch = self._adaptation_batch if stage == "adaptation" else self._post_rank_batch
         listwise_weight = self.config.post_rank.listwise_loss_weight if stage == "post_rank" else 0.0
@@ -170,11 +172,13 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(parameters, stage_config.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            smoothed = float(loss) if smoothed is None else 0.9 * smoothed + 0.1 * float(loss)
+            value = loss.detach().item()
+            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
             bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             done = step + 1
             if done % self.config.checkpoint_every == 0 and done < stage_config.steps:
-                save_checkpoint(model, self.run_dir / SNAPSHOT_DIR, optimizer, {"stage": stage, "step": done, "loss": smoothed})
+                state = {"stage": stage, "step": done, "loss": smoothed, "torch_rng": torch.get_rng_state().tolist()}
+                save_checkpoint(model, self.run_dir / SNAPSHOT_DIR, optimizer, state)
         model.eval()
 
     def _loss(self, model: LLM4PRModel, builder: PromptBuilder, examples: list[Example], listwise_weight: float) -> torch.Tensor:

@@ -1,0 +1,183 @@
+"""Training runs, checkpoints and the train/rank/evaluate commands on a tiny saved backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm4pr.cli import main
+from llm4pr.data.errors import DataError
+from llm4pr.data.jsonl import read_requests, read_run
+from llm4pr.features.encoders import FeatureStats
+from llm4pr.features.text_encoder import load_text_encoder
+from llm4pr.inference.ranker import LLM4PRRanker, resolve_checkpoint
+from llm4pr.model.backbone import tiny_backbone
+from llm4pr.model.factory import add_lora, build_model, load_model
+from llm4pr.model.llm4pr import LoraSettings, ModelConfig
+from llm4pr.model.prompts import PromptBuilder
+from llm4pr.training.checkpoint import save_checkpoint
+from llm4pr.training.config import TrainConfig
+from llm4pr.training.trainer import Trainer, learning_rate
+from toy import TOY_SCHEMA, toy_requests, write_toy_data
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-backbone")
+    model, tokenizer = tiny_backbone(seed=0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_data(tmp_path_factory.mktemp("toy-data"))
+
+
+def tiny_config(backbone: Path, **overrides: object) -> TrainConfig:
+    raw = {
+        "seed": 0,
+        "checkpoint_every": 2,
+        "max_valid_requests": 4,
+        "inference_batch_size": 4,
+        "model": {
+            "backbone": str(backbone),
+            "dtype": "float32",
+            "text_encoder": "hashing",
+            "qia_hidden_dim": 32,
+            "categorical_dim": 8,
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.1},
+        },
+        "adaptation": {"steps": 3, "batch_size": 4},
+        "post_rank": {"steps": 4, "batch_size": 4, "auxiliary_ratio": 0.5},
+    }
+    raw.update(overrides)
+    return TrainConfig.model_validate(raw)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    model, _ = load_model(resolve_checkpoint(run_dir))
+    return {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k or "adapter" in k}
+
+
+def test_learning_rate_schedule() -> None:
+    stage = TrainConfig().post_rank.model_copy(update={"steps": 100, "learning_rate": 1e-3, "min_learning_rate": 1e-6})
+    assert learning_rate(0, stage) == pytest.approx(1e-4)  # warm-up: 10 steps
+    assert learning_rate(9, stage) == pytest.approx(1e-3)
+    assert learning_rate(99, stage) == pytest.approx(1e-6, abs=1e-6)
+    assert learning_rate(50, stage) < learning_rate(20, stage)
+
+
+def test_full_run_writes_a_loadable_model_and_a_validation_report(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    report = Trainer(tiny_config(tiny_backbone_dir), data_dir, run_dir, progress=False).run()
+    assert (run_dir / "adaptation" / "encoders.safetensors").is_file()
+    assert (run_dir / "model" / "adapter" / "adapter_config.json").is_file()
+    assert not (run_dir / "snapshot").exists()
+    assert set(report) == {"n_requests", "generate", "first_token"}
+    assert 0.0 <= report["generate"]["metrics"]["ndcg@3"] <= 1.0
+    assert json.loads((run_dir / "valid_report.json").read_text())["n_requests"] == 4
+    assert not list(run_dir.rglob("*.pt")) and not list(run_dir.rglob("*.bin")) and not list(run_dir.rglob("*.pkl"))
+
+
+def test_save_and_reload_give_identical_output(tiny_backbone_dir: Path, tmp_path: Path) -> None:
+    config = ModelConfig(backbone=str(tiny_backbone_dir), dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8)
+    stats = FeatureStats.fit(TOY_SCHEMA, toy_requests(20))
+    model, tokenizer = build_model(config, TOY_SCHEMA, stats)
+    add_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():  # LoRA's B starts at zero: make the adapter matter before saving it
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.05)
+    model.eval()
+    save_checkpoint(model, tmp_path / "ckpt")
+    reloaded, tokenizer2 = load_model(tmp_path / "ckpt")
+    requests = toy_requests(6, seed=5)
+    for mode in ("generate", "first_token"):
+        before = LLM4PRRanker(model, PromptBuilder(tokenizer, config.identifiers), mode=mode).rank(requests)
+        after = LLM4PRRanker(reloaded, PromptBuilder(tokenizer2, config.identifiers), mode=mode).rank(requests)
+        assert [r.ranking for r in before] == [r.ranking for r in after]
+        if mode == "first_token":
+            for b, a in zip(before, after):
+                assert b.scores == pytest.approx(a.scores, abs=1e-5)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(
+    tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_config(tiny_backbone_dir)
+    Trainer(config, data_dir, tmp_path / "straight", progress=False).run()
+    expected = final_weights(tmp_path / "straight")
+
+    interrupted = tmp_path / "interrupted"
+    original = Trainer._loss
+    calls = {"post_rank": 0}
+
+    def crash_after_three(self: Trainer, model, builder, examples, listwise_weight):  # type: ignore[no-untyped-def]
+        if examples[0].task != "adaptation":
+            calls["post_rank"] += 1
+            if calls["post_rank"] == 4:
+                raise KeyboardInterrupt
+        return original(self, model, builder, examples, listwise_weight)
+
+    monkeypatch.setattr(Trainer, "_loss", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, data_dir, interrupted, progress=False).run()
+    state = json.loads((interrupted / "snapshot" / "trainer_state.json").read_text())
+    assert (state["stage"], state["step"]) == ("post_rank", 2)
+    assert (interrupted / "adaptation" / "config.json").is_file()
+    monkeypatch.setattr(Trainer, "_loss", original)
+    Trainer(config, data_dir, interrupted, progress=False).run()
+    resumed = final_weights(interrupted)
+    assert resumed.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=1e-4, atol=1e-5)
+
+
+def test_run_folder_refuses_another_config(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    Trainer(tiny_config(tiny_backbone_dir, adaptation={"steps": 0}, post_rank={"steps": 0}), data_dir, tmp_path, progress=False)
+    with pytest.raises(DataError, match="different config"):
+        Trainer(tiny_config(tiny_backbone_dir, seed=1), data_dir, tmp_path, progress=False)
+
+
+def test_no_adaptation_ablation_skips_the_stage(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_backbone_dir, adaptation={"steps": 0}, model={**tiny_config(tiny_backbone_dir).model.model_dump(), "adapter": "mlp"})
+    Trainer(config, data_dir, tmp_path, progress=False).run()
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["model"]["adapter"] == "mlp"
+
+
+def test_train_rank_evaluate_commands(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = tmp_path / "config.yaml"
+    import yaml
+
+    config_path.write_text(yaml.safe_dump(tiny_config(tiny_backbone_dir).model_dump(mode="json")))
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(config_path), "--data", str(data_dir), "--out", str(run_dir)]) == 0
+    assert "validation (generate)" in capsys.readouterr().out
+    run_file = tmp_path / "run.jsonl"
+    assert main(["rank", "--checkpoint", str(run_dir), "--input", str(data_dir / "test.jsonl"), "--output", str(run_file), "--mode", "first_token"]) == 0
+    run = read_run(run_file)
+    requests = read_requests(data_dir / "test.jsonl")
+    assert [sorted(r.ranking) for r in run] == [sorted(q.candidate_ids) for q in requests]
+    report_path = tmp_path / "report.json"
+    assert main(["evaluate", "--data", str(data_dir / "test.jsonl"), "--checkpoint", str(run_dir), "--out", str(report_path), "--batch-size", "1"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["valid_ratio"] == 1.0 and report["fallbacks"] == 0
+    assert report["mean_input_tokens"] > 10
+    assert report["latency_ms"]["p50"] > 0
+    assert set(report["metrics"]) >= {"ndcg@3", "ndcg@5", "mrr@3", "mrr@5"}
+    assert main(["evaluate", "--data", str(data_dir / "test.jsonl"), "--run", str(run_file)]) == 0
+
+
+def test_commands_report_bad_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rank", "--checkpoint", str(tmp_path), "--input", "x.jsonl", "--output", "y.jsonl"]) == 2
+    assert "no llm4pr checkpoint here" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("post_rank: {steps: -1}\n")
+    assert main(["train", "--config", str(bad), "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "post_rank.steps: Input should be greater than or equal to 0" in capsys.readouterr().err
