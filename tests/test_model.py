@@ -17,7 +17,7 @@ from llm4pr.inference.window import sliding_window_rank, validate_window, window
 from llm4pr.model.backbone import BackboneError, tiny_backbone
 from llm4pr.model.factory import add_lora, build_model
 from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig, PromptInputs
-from llm4pr.model.prompts import IGNORE_INDEX, PromptBuilder, collate
+from llm4pr.model.prompts import IGNORE_INDEX, PromptBuilder, collate, entity_texts
 from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
 from llm4pr.training.examples import ExampleFactory, ideal_order
 from llm4pr.training.losses import listwise_first_token_loss, next_token_loss
@@ -248,3 +248,19 @@ def test_model_failure_falls_back_to_the_ranking_stage_order(tiny: tuple[LLM4PRM
     results = ranker.rank(requests)
     assert [r.ranking for r in results] == [r.candidate_ids for r in requests]
     assert all(r.fallback and "boom" in (r.error or "") for r in results)
+
+
+def test_text_prompts_describe_entities_in_words(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    model, builder = tiny
+    request = toy_requests(1, n_candidates=3)[0]
+    texts = entity_texts(TOY_SCHEMA, request.user, request.history, request.candidates)
+    prompt = builder.main_task(request.query, len(request.history), 3, target_order=[1, 0, 2], texts=texts)
+    assert prompt.slot_positions == []
+    text = builder.tokenizer.decode(prompt.input_ids)
+    assert "\n A: titled movie number" in text and "likes " in text
+    soft = builder.main_task(request.query, len(request.history), 3)
+    assert len(prompt) > 3 * len(soft)  # the all-text prompt is what QIA soft tokens save
+    ptpr = model.config.model_copy(update={"prompt_style": "text"})
+    text_model = LLM4PRModel(ptpr, TOY_SCHEMA, model.stats, model.backbone, model.text_encoder)
+    result = LLM4PRRanker(text_model, builder).rank([request])[0]
+    assert sorted(result.ranking) == sorted(request.candidate_ids) and not result.fallback

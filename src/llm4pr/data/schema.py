@@ -120,6 +120,11 @@ class FeatureSchema(BaseModel):
                 return spec
         return None
 
+    def describe(self, owner: Literal["user", "item"], features: dict[str, Any]) -> str:
+        """Every present feature of a user or item in words, from the templates, in schema order."""
+        parts = [spec.describe(features[spec.name]) for spec in self.for_owner(owner) if features.get(spec.name) is not None]
+        return ", ".join(parts) if parts else "unknown"
+
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSchema":
         path = Path(path)

@@ -21,7 +21,7 @@ from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.inference.decoding import MODES, Decoded, decode
 from llm4pr.inference.window import apply_window, validate_window, window_schedule
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
-from llm4pr.model.prompts import PromptBuilder, collate
+from llm4pr.model.prompts import Prompt, PromptBuilder, collate, entity_texts
 from llm4pr.rankers.base import Ranker, fallback_result
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ class LLM4PRRanker(Ranker):
 
     def prompt_length(self, request: PostRankRequest) -> int:
         """Input tokens of the request's (first window's) main-task prompt."""
-        n_history = min(len(request.history), self.model.config.max_history)
-        return len(self.builder.main_task(request.query, n_history, min(len(request.candidates), self.window)))
+        return len(self._prompt(request, list(range(min(len(request.candidates), self.window)))))
 
     def _rank_batch(self, requests: Sequence[PostRankRequest], mode: str) -> list[RankResult]:
         orders = [list(range(len(r.candidates))) for r in requests]
@@ -108,14 +107,25 @@ class LLM4PRRanker(Ranker):
             results.append(result)
         return results
 
-    def _decode(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: str) -> list[Decoded]:
+    def _inputs(self, request: PostRankRequest, positions: Sequence[int]) -> PromptInputs:
+        """The request's entities as shown: recent history, and the candidates at `positions`."""
         max_history = self.model.config.max_history
+        history = list(request.history[-max_history:]) if max_history else []
+        candidates = [request.candidates[p] for p in positions]
+        return PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates)
+
+    def _prompt(self, request: PostRankRequest, positions: Sequence[int]) -> Prompt:
+        shown = self._inputs(request, positions)
+        texts = None
+        if self.model.config.prompt_style == "text":
+            texts = entity_texts(self.model.schema, request.user, shown.history, shown.candidates)
+        return self.builder.main_task(request.query, len(shown.history), len(shown.candidates), texts=texts)
+
+    def _decode(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: str) -> list[Decoded]:
         prompts, inputs = [], []
         for request, positions in zip(requests, shown, strict=True):
-            history = list(request.history[-max_history:]) if max_history else []
-            candidates = [request.candidates[p] for p in positions]
-            prompts.append(self.builder.main_task(request.query, len(history), len(candidates)))
-            inputs.append(PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates))
+            prompts.append(self._prompt(request, positions))
+            inputs.append(self._inputs(request, positions))
         batch = collate(prompts, self.builder.tokenizer.pad_token_id)
         with torch.inference_mode():
             return decode(

@@ -46,6 +46,7 @@ class ModelConfig(BaseModel):
     dtype: Literal["bfloat16", "float32"] = "float32"
     text_encoder: str = "all-minilm-l6-v2"
     adapter: Literal["qia", "mlp"] = "qia"
+    prompt_style: Literal["soft", "text"] = Field(default="soft", description="text: features in words (PTPR)")
     qia_hidden_dim: int = Field(default=512, gt=0)
     qia_heads: int = Field(default=1, gt=0)
     categorical_dim: int = Field(default=32, gt=0)

@@ -3,7 +3,8 @@
 A prompt is text with soft-token slots. Text pieces are tokenized separately and concatenated, so
 that a slot never merges with its neighbours; each slot is one position whose input embedding the
 model replaces with a QIA output (user, history item, candidate or feature-adaptation item).
-Labels are -100 on every prompt position: only the answer carries loss.
+Labels are -100 on every prompt position: only the answer carries loss. With `EntityTexts` the
+same templates describe the user and items in words instead (the PTPR baseline's prompts).
 
 The instruction comes first in every template, so the prefix is the same for all requests of a
 task (a serving cache can reuse its keys and values). Candidates are labelled with identifiers
@@ -20,6 +21,8 @@ from typing import Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from llm4pr.data.requests import Item, User
+from llm4pr.data.schema import FeatureSchema
 from llm4pr.model.backbone import single_token_ids
 
 IGNORE_INDEX = -100
@@ -43,6 +46,15 @@ class Prompt:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class EntityTexts:
+    """All-text prompts (the paper's PTPR baseline): entities described in words, no soft tokens."""
+
+    user: str
+    history: Sequence[str]
+    candidates: Sequence[str]
 
 
 @dataclass
@@ -81,21 +93,42 @@ class PromptBuilder:
 
     # -- shared pieces -------------------------------------------------------------------------
 
-    def _context(self, prompt: Prompt, instruction: str, query: str, n_history: int, n_candidates: int) -> None:
+    def _context(
+        self,
+        prompt: Prompt,
+        instruction: str,
+        query: str,
+        n_history: int,
+        n_candidates: int,
+        texts: EntityTexts | None,
+    ) -> None:
         if n_candidates > self.max_candidates:
             raise ValueError(
                 f"{n_candidates} candidates but only {self.max_candidates} identifiers: use the sliding window"
             )
+        if texts is not None and (len(texts.history), len(texts.candidates)) != (n_history, n_candidates):
+            raise ValueError("EntityTexts must describe exactly the prompt's history and candidates")
         _add_text(prompt, self._text(f"{instruction}\nQuery: {query}\nUser:"))
-        _add_slot(prompt, self.slot_token_id, "user", 0)
+        if texts is None:
+            _add_slot(prompt, self.slot_token_id, "user", 0)
+        else:
+            _add_text(prompt, self._text(f" {texts.user}"))
         _add_text(prompt, self._text("\nHistory:" if n_history else "\nHistory: none"))
         for index in range(n_history):
-            _add_slot(prompt, self.slot_token_id, "history", index)
+            if texts is None:
+                _add_slot(prompt, self.slot_token_id, "history", index)
+            else:
+                _add_text(prompt, self._text(f"\n- {texts.history[index]}"))
         _add_text(prompt, self._text("\nCandidates:"))
         for index in range(n_candidates):
+            if texts is not None:
+                _add_text(prompt, self._text("\n"))
             prompt.input_ids.append(self.identifier_ids[index])
             prompt.labels.append(IGNORE_INDEX)
-            _add_slot(prompt, self.slot_token_id, "candidate", index)
+            if texts is None:
+                _add_slot(prompt, self.slot_token_id, "candidate", index)
+            else:
+                _add_text(prompt, self._text(f": {texts.candidates[index]}"))
 
     def _answer(self, prompt: Prompt, answer_ids: list[int] | None) -> Prompt:
         _add_text(prompt, self._text("\nAnswer:"))
@@ -111,11 +144,16 @@ class PromptBuilder:
     # -- the three templates -------------------------------------------------------------------
 
     def main_task(
-        self, query: str, n_history: int, n_candidates: int, target_order: Sequence[int] | None = None
+        self,
+        query: str,
+        n_history: int,
+        n_candidates: int,
+        target_order: Sequence[int] | None = None,
+        texts: EntityTexts | None = None,
     ) -> Prompt:
         """Post-rank: the answer is the candidates' identifiers in the ideal order."""
         prompt = Prompt()
-        self._context(prompt, MAIN_INSTRUCTION, query, n_history, n_candidates)
+        self._context(prompt, MAIN_INSTRUCTION, query, n_history, n_candidates, texts)
         answer = None
         if target_order is not None:
             answer = [self.identifier_ids[i] for i in target_order] + self._eos()
@@ -129,10 +167,11 @@ class PromptBuilder:
         list_one: Sequence[int],
         list_two: Sequence[int],
         better: int | None = None,
+        texts: EntityTexts | None = None,
     ) -> Prompt:
         """Judge two orders of the candidates: the answer is " I" or " II", the higher-NDCG list."""
         prompt = Prompt()
-        self._context(prompt, AUXILIARY_INSTRUCTION, query, n_history, n_candidates)
+        self._context(prompt, AUXILIARY_INSTRUCTION, query, n_history, n_candidates, texts)
         for name, order in zip(LIST_NAMES, (list_one, list_two), strict=True):
             _add_text(prompt, self._text(f"\nList {name}:"))
             for index in order:
@@ -150,6 +189,15 @@ class PromptBuilder:
         _add_slot(prompt, self.slot_token_id, "item", 0)
         answer = None if description is None else self._text(f" {description}") + self._eos()
         return self._answer(prompt, answer)
+
+
+def entity_texts(schema: FeatureSchema, user: User, history: Sequence[Item], candidates: Sequence[Item]) -> EntityTexts:
+    """Describe the prompt's entities with the schema's templates (all-text prompts)."""
+    return EntityTexts(
+        user=schema.describe("user", user.features),
+        history=[schema.describe("item", item.features) for item in history],
+        candidates=[schema.describe("item", item.features) for item in candidates],
+    )
 
 
 def _add_text(prompt: Prompt, ids: list[int]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llm4pr.data.errors import DataError, format_validation_error
 from llm4pr.model.llm4pr import ModelConfig
@@ -46,6 +46,12 @@ class TrainConfig(BaseModel):
     max_valid_requests: int | None = Field(default=300, gt=0, description="validation requests scored after training")
     checkpoint_every: int = Field(default=50, gt=0, description="steps between resumable snapshots")
     inference_batch_size: int = Field(default=16, gt=0)
+
+    @model_validator(mode="after")
+    def _text_prompts_need_no_adaptation(self) -> "TrainConfig":
+        if self.model.prompt_style == "text" and self.adaptation.steps:
+            raise ValueError("model.prompt_style 'text' (PTPR) has no soft tokens to adapt: set adaptation.steps to 0")
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

@@ -7,6 +7,9 @@
 - Auxiliary task: two random orders "I" and "II"; the answer is the one with the higher NDCG
   (pairs with equal NDCG are redrawn, and the request is skipped if every draw ties).
 
+With `prompt_style="text"` the main and auxiliary prompts describe the user and items in words
+(the PTPR baseline) instead of soft tokens.
+
 `shuffle_candidates` shows the candidates in a random order (the target follows). Without it a
 model learns to echo the ranking-stage order wherever labels tie, which on MovieLens (time order)
 carries no signal; with it the model must read the soft tokens.
@@ -21,7 +24,7 @@ from llm4pr.data.requests import Item, PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.metrics import ndcg_at_k
 from llm4pr.model.llm4pr import PromptInputs
-from llm4pr.model.prompts import Prompt, PromptBuilder
+from llm4pr.model.prompts import EntityTexts, Prompt, PromptBuilder, entity_texts
 
 AUXILIARY_DRAWS = 10
 
@@ -39,12 +42,6 @@ def ideal_order(labels: list[float]) -> list[int]:
     return sorted(range(len(labels)), key=lambda i: -labels[i])
 
 
-def describe(schema: FeatureSchema, owner: str, features: dict) -> str:
-    """The schema's description of every present feature, in schema order."""
-    parts = [spec.describe(features[spec.name]) for spec in schema.for_owner(owner) if features.get(spec.name) is not None]  # type: ignore[arg-type]
-    return ", ".join(parts) if parts else "unknown"
-
-
 class ExampleFactory:
     def __init__(
         self,
@@ -52,8 +49,10 @@ class ExampleFactory:
         schema: FeatureSchema,
         max_history: int,
         shuffle_candidates: bool,
+        prompt_style: str = "soft",
     ) -> None:
         self.builder = builder
+        self.prompt_style = prompt_style
         self.schema = schema
         self.max_history = max_history
         self.shuffle_candidates = shuffle_candidates
@@ -65,9 +64,15 @@ class ExampleFactory:
         history = list(request.history[-self.max_history :]) if self.max_history else []
         return candidates, [float(c.label) for c in candidates], history  # type: ignore[arg-type]
 
+    def _texts(self, request: PostRankRequest, history: list[Item], candidates: list[Item]) -> EntityTexts | None:
+        if self.prompt_style == "soft":
+            return None
+        return entity_texts(self.schema, request.user, history, candidates)
+
     def main(self, request: PostRankRequest, rng: random.Random) -> Example:
         candidates, labels, history = self._shown(request, rng)
-        prompt = self.builder.main_task(request.query, len(history), len(candidates), ideal_order(labels))
+        texts = self._texts(request, history, candidates)
+        prompt = self.builder.main_task(request.query, len(history), len(candidates), ideal_order(labels), texts)
         inputs = PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates)
         return Example("main", prompt, inputs, candidate_labels=labels)
 
@@ -80,7 +85,8 @@ class ExampleFactory:
             ndcg_two = ndcg_at_k([labels[i] for i in two], n) or 0.0
             if ndcg_one != ndcg_two:
                 better = 0 if ndcg_one > ndcg_two else 1
-                prompt = self.builder.auxiliary_task(request.query, len(history), n, one, two, better)
+                texts = self._texts(request, history, candidates)
+                prompt = self.builder.auxiliary_task(request.query, len(history), n, one, two, better, texts)
                 inputs = PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates)
                 return Example("auxiliary", prompt, inputs)
         return None
@@ -88,8 +94,8 @@ class ExampleFactory:
     def adaptation(self, request: PostRankRequest, candidate: int) -> Example:
         item = request.candidates[candidate]
         description = (
-            f"The user: {describe(self.schema, 'user', request.user.features)}. "
-            f"The item: {describe(self.schema, 'item', item.features)}. "
+            f"The user: {self.schema.describe('user', request.user.features)}. "
+            f"The item: {self.schema.describe('item', item.features)}. "
             f"Rating: {item.label:g}"
         )
         prompt = self.builder.feature_adaptation(request.query, description)

@@ -151,6 +151,7 @@ class Trainer:
             self.schema,
             self.config.model.max_history,
             shuffle_candidates=self.config.post_rank.shuffle_candidates,
+            prompt_style=self.config.model.prompt_style,
         )
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
