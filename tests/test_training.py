@@ -181,3 +181,15 @@ def test_commands_report_bad_input_without_a_traceback(tmp_path: Path, capsys: p
     bad.write_text("post_rank: {steps: -1}\n")
     assert main(["train", "--config", str(bad), "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "post_rank.steps: Input should be greater than or equal to 0" in capsys.readouterr().err
+
+
+def test_bench_latency_command(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(tiny_backbone_dir, adaptation={"steps": 1, "batch_size": 2}, post_rank={"steps": 1, "batch_size": 2}), data_dir, run_dir, progress=False).run()
+    out = tmp_path / "latency.json"
+    assert main(["bench-latency", "--checkpoint", str(run_dir), "--data", str(data_dir / "test.jsonl"), "--requests", "4", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["systems"]) == {"generate", "first_token", "all_text_generate"}
+    systems = report["systems"]
+    assert systems["all_text_generate"]["mean_input_tokens"] > 2 * systems["first_token"]["mean_input_tokens"]
+    assert systems["first_token"]["latency_ms"]["p50"] > 0 and systems["generate"]["throughput_rps"]["batch_16"] > 0

@@ -86,6 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_arguments(rank)
     rank.set_defaults(handler=_rank)
 
+    serve = commands.add_parser("serve", help="the HTTP post-ranking service (docs/serving.md)")
+    serve.add_argument("--checkpoint", required=True, type=Path)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="cpu")
+    serve.add_argument("--mode", choices=["generate", "first_token"], help="default inference mode")
+    serve.add_argument("--max-batch-size", type=int)
+    serve.add_argument("--max-wait-ms", type=float)
+    serve.add_argument("--deadline-ms", type=float)
+    serve.add_argument("--max-candidates", type=int)
+    serve.add_argument("--window", type=int, default=20)
+    serve.add_argument("--stride", type=int, default=10)
+    serve.set_defaults(handler=_serve)
+
+    latency = commands.add_parser("bench-latency", help="tokens, latency and throughput per inference mode (one run)")
+    latency.add_argument("--checkpoint", required=True, type=Path)
+    latency.add_argument("--data", required=True, type=Path, help="requests to time (JSON lines)")
+    latency.add_argument("--out", type=Path, help="write the report here (JSON)")
+    latency.add_argument("--requests", type=int, default=100, help="how many requests to time")
+    latency.add_argument("--device", default="cpu")
+    latency.set_defaults(handler=_bench_latency)
+
     demo = commands.add_parser("demo", help="the whole pipeline on the offline defaults (ML-100K, quick config)")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
     demo.add_argument("--config", type=Path, default=None, help="training config (default: configs/ml100k-quick.yaml)")
@@ -148,6 +170,28 @@ def _rank(args: argparse.Namespace) -> int:
     write_jsonl(args.output, results)
     fallbacks = sum(r.fallback for r in results)
     print(f"wrote {len(results)} rankings to {args.output} ({fallbacks} fallbacks)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from llm4pr.data.errors import format_validation_error
+    from llm4pr.serving import ServingSettings, serve
+
+    names = ("mode", "max_batch_size", "max_wait_ms", "deadline_ms", "max_candidates")
+    try:
+        settings = ServingSettings(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    except ValidationError as exc:
+        raise DataError(f"invalid serving settings: {format_validation_error(exc)}") from exc
+    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, settings=settings, window=args.window, stride=args.stride)
+    return 0
+
+
+def _bench_latency(args: argparse.Namespace) -> int:
+    from llm4pr.benchmarks.latency import bench_latency_command
+
+    bench_latency_command(args.checkpoint, args.data, args.out, args.requests, args.device)
     return 0
 
 

@@ -36,7 +36,10 @@ class Item(_Strict):
         if isinstance(value, bool):
             raise ValueError("label must be a number, got bool")
         if isinstance(value, int):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ValueError("label too large for a float") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"label must be finite, got {value}")
         return value

@@ -162,6 +162,10 @@ def _type_name(value: Any) -> str:
 def _finite_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"expected a number, got {_type_name(value)}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError("number too large for a float") from None
+    if not math.isfinite(number):
         raise ValueError(f"expected a finite number, got {value}")
-    return float(value)
+    return number

@@ -53,13 +53,19 @@ def load_model(
     text_encoder: SupportsEncode | None = None,
     trainable: bool = False,
 ) -> tuple[LLM4PRModel, PreTrainedTokenizerBase]:
-    """Rebuild the model saved in a checkpoint folder (safetensors and a PEFT adapter; no pickle)."""
+    """Rebuild the model saved in a checkpoint folder (safetensors and a PEFT adapter; no pickle).
+
+    For inference (`trainable=False`) the LoRA matrices are merged into the backbone's weights:
+    the same function, without the adapter's extra matrix products on every layer.
+    """
     path = Path(path)
     config, schema, stats = read_checkpoint_config(path)
     model, tokenizer = build_model(config, schema, stats, text_encoder=text_encoder, device=device)
     load_weights(model, path)
     if has_adapter(path):
         model.backbone = PeftModel.from_pretrained(model.backbone, path / ADAPTER_DIR, is_trainable=trainable)
+        if not trainable:
+            model.backbone = model.backbone.merge_and_unload()
     model.to(device)
     model.train(trainable)
     return model, tokenizer

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: latency and throughput, the paper's comparison."""

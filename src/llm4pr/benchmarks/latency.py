@@ -1,0 +1,118 @@
+"""`llm4pr bench-latency`: what post-ranking costs per request, measured in one run.
+
+On the same backbone and the same requests it measures mean input tokens and p50/p95 latency per
+request (batch 1) for `generate` (the paper's decoding), `first_token` (one forward pass) and a
+PTPR-style all-text prompt (every feature written out, no soft tokens, decoded like `generate`),
+and throughput at batch 1 and 16. Text embeddings of titles and queries are computed once and
+cached, as in a running service; a warm-up pass fills that cache before anything is timed.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm4pr.data.jsonl import read_requests, write_json
+from llm4pr.data.requests import PostRankRequest
+from llm4pr.inference.ranker import LLM4PRRanker
+from llm4pr.model.llm4pr import LLM4PRModel
+
+
+def text_prompt_ranker(ranker: LLM4PRRanker) -> LLM4PRRanker:
+    """The same backbone and identifiers, prompted with every feature as text (PTPR's layout)."""
+    model = ranker.model
+    config = model.config.model_copy(update={"prompt_style": "text"})
+    text_model = LLM4PRModel(config, model.schema, model.stats, model.backbone, model.text_encoder)
+    return LLM4PRRanker(text_model, ranker.builder, mode="generate", batch_size=ranker.batch_size, window=ranker.window, stride=ranker.stride)
+
+
+def per_request_latency(rank: Callable[[Sequence[PostRankRequest]], object], requests: Sequence[PostRankRequest]) -> list[float]:
+    latencies = []
+    for request in requests:
+        started = time.perf_counter()
+        rank([request])
+        latencies.append((time.perf_counter() - started) * 1000.0)
+    return latencies
+
+
+def throughput(rank: Callable[[Sequence[PostRankRequest]], object], requests: Sequence[PostRankRequest], batch_size: int) -> float:
+    """Requests per second when requests arrive in batches of `batch_size`."""
+    started = time.perf_counter()
+    for start in range(0, len(requests), batch_size):
+        rank(requests[start : start + batch_size])
+    return len(requests) / (time.perf_counter() - started)
+
+
+def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 100, device: str = "cpu") -> dict[str, Any]:
+    ranker = LLM4PRRanker.from_pretrained(checkpoint, device=device, batch_size=16)
+    requests = read_requests(data, ranker.model.schema)[:n_requests]
+    text_ranker = text_prompt_ranker(ranker)
+    ranker.rank(requests, mode="first_token")  # warm-up: fills the text-embedding cache
+    systems = {
+        "generate": (ranker, "generate"),
+        "first_token": (ranker, "first_token"),
+        "all_text_generate": (text_ranker, "generate"),
+    }
+    report: dict[str, Any] = {"requests": len(requests), "device": device, "machine": _machine(), "systems": {}}
+    for name, (system, mode) in systems.items():
+        def rank(batch: Sequence[PostRankRequest], system: LLM4PRRanker = system, mode: str = mode) -> object:
+            return system.rank(batch, mode=mode)
+
+        latencies = per_request_latency(rank, requests)
+        report["systems"][name] = {
+            "mean_input_tokens": round(statistics.fmean(system.prompt_length(r) for r in requests), 2),
+            "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95), "mean": round(statistics.fmean(latencies), 2)},
+            "throughput_rps": {
+                "batch_1": round(len(requests) / (sum(latencies) / 1000.0), 2),
+                "batch_16": round(throughput(rank, requests, 16), 2),
+            },
+        }
+    report["ratios"] = _ratios(report["systems"])
+    return report
+
+
+def _ratios(systems: dict[str, Any]) -> dict[str, float]:
+    first, generate, text = systems["first_token"], systems["generate"], systems["all_text_generate"]
+    return {
+        "generate_over_first_token_p50": round(generate["latency_ms"]["p50"] / first["latency_ms"]["p50"], 2),
+        "all_text_over_first_token_tokens": round(text["mean_input_tokens"] / first["mean_input_tokens"], 2),
+        "all_text_over_first_token_p50": round(text["latency_ms"]["p50"] / first["latency_ms"]["p50"], 2),
+        "all_text_over_generate_tokens": round(text["mean_input_tokens"] / generate["mean_input_tokens"], 2),
+        "all_text_over_generate_p50": round(text["latency_ms"]["p50"] / generate["latency_ms"]["p50"], 2),
+        "first_token_batch16_over_batch1": round(first["throughput_rps"]["batch_16"] / first["throughput_rps"]["batch_1"], 2),
+    }
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2)
+
+
+def _machine() -> dict[str, Any]:
+    return {"processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def format_latency_table(report: dict[str, Any]) -> str:
+    lines = [f"{'system':<18} {'tokens':>7} {'p50 ms':>8} {'p95 ms':>8} {'rps@1':>7} {'rps@16':>7}"]
+    for name, row in report["systems"].items():
+        lines.append(
+            f"{name:<18} {row['mean_input_tokens']:>7.1f} {row['latency_ms']['p50']:>8.1f} {row['latency_ms']['p95']:>8.1f} "
+            f"{row['throughput_rps']['batch_1']:>7.2f} {row['throughput_rps']['batch_16']:>7.2f}"
+        )
+    lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in report["ratios"].items()))
+    return "\n".join(lines)
+
+
+def bench_latency_command(checkpoint: Path, data: Path, out: Path | None, n_requests: int, device: str) -> dict[str, Any]:
+    report = bench_latency(checkpoint, data, n_requests=n_requests, device=device)
+    print(format_latency_table(report))
+    if out is not None:
+        write_json(out, report)
+        print(f"wrote {out}")
+    return report

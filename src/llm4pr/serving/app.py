@@ -1,0 +1,352 @@
+"""The HTTP service: FastAPI routes over one ranker, reached only through the micro-batcher.
+
+A valid request always gets a 200 with a permutation of ALL its candidates: the model's order,
+or the ranking-stage order marked `fallback` when the model failed, the request's deadline
+passed, or the queue was full. Invalid input gets a 4xx JSON error naming the request id and
+the field; a 500 (also JSON, never a traceback) means a bug in this server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llm4pr import __version__
+from llm4pr.data.requests import Item, PostRankRequest, RankResult, User
+from llm4pr.data.schema import FeatureSchema
+from llm4pr.rankers.base import fallback_result
+from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
+from llm4pr.serving.metrics import ServingMetrics
+from llm4pr.serving.schemas import (
+    ApiError,
+    ErrorResponse,
+    FallbackReason,
+    PostRankResponse,
+    RerankBody,
+    RerankResponse,
+    error_body,
+    inline_json_schema,
+    parse_post_rank,
+    parse_rerank,
+    post_rank_response,
+    rerank_request,
+    rerank_response,
+    rerank_text_feature,
+)
+from llm4pr.serving.settings import ServingMode, ServingSettings, is_loopback_host
+
+logger = logging.getLogger(__name__)
+
+WARM_UP_REQUEST = PostRankRequest(
+    request_id="warm-up", query="warm-up", user=User(id="warm-up"), candidates=[Item(id="a"), Item(id="b")]
+)
+
+
+class _HasSchema(Protocol):
+    schema: FeatureSchema
+
+
+class ServableRanker(Protocol):
+    """What the server needs of a ranker: `rank(requests, mode)` and the checkpoint's feature schema."""
+
+    @property
+    def model(self) -> _HasSchema: ...
+
+    def rank(self, requests: Sequence[PostRankRequest], mode: str | None = None) -> list[RankResult]: ...
+
+
+class Service:
+    """The state behind the routes: the ranker, its batcher, metrics, readiness and the auth token."""
+
+    def __init__(self, ranker: ServableRanker, settings: ServingSettings) -> None:
+        self.ranker = ranker
+        self.settings = settings
+        self.schema = ranker.model.schema
+        self.text_feature = rerank_text_feature(self.schema)
+        self.token = os.environ.get(settings.token_env) or None
+        self.batcher: MicroBatcher | None = None
+        self.metrics = ServingMetrics(queue_depth=lambda: self.batcher.pending() if self.batcher else 0)
+        self.not_ready_reason: str | None = "warm-up request has not finished"
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        """Start the worker and warm the model up in it; on shutdown, drain the queue."""
+        settings = self.settings
+        self.batcher = MicroBatcher(self._rank_batch, settings.max_batch_size, settings.max_wait_ms, settings.max_queue_size)
+        self.batcher.start()
+        self.batcher.submit(WARM_UP_REQUEST, settings.mode).add_done_callback(lambda f: self._warmed_up(f.result()))
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.batcher.close, settings.drain_timeout_s)
+
+    def _warmed_up(self, result: RankResult) -> None:
+        self.not_ready_reason = f"warm-up request fell back: {result.error}" if result.fallback else None
+        if result.fallback:
+            logger.error("the model failed its warm-up request: %s", result.error)
+
+    def _rank_batch(self, requests: Sequence[PostRankRequest], mode: str) -> list[RankResult]:
+        self.metrics.batch_size.observe(len(requests))
+        return self.ranker.rank(requests, mode=mode)
+
+    async def rank(self, requests: Sequence[PostRankRequest], mode: str, started: float) -> list[PostRankResponse]:
+        """Rank through the batcher; whatever is not ready by the deadline gets the fallback order."""
+        futures = [self._submit(request, mode) for request in requests]
+        waiting = [future for future in futures if future is not None]
+        remaining = started + self.settings.deadline_ms / 1000.0 - time.perf_counter()
+        try:
+            if waiting and remaining > 0:
+                await asyncio.wait(waiting, timeout=remaining)
+        finally:  # late (or abandoned): a queued request is skipped, a running one's result dropped
+            for pending in waiting:
+                pending.cancel()
+        answers = []
+        for request, future in zip(requests, futures, strict=True):
+            reason: FallbackReason | None
+            if future is None:
+                result, reason = fallback_result(request, "unavailable"), "unavailable"
+            elif future.cancelled():
+                result, reason = fallback_result(request, "deadline"), "deadline"
+            else:
+                result = future.result()
+                reason = "model_error" if result.fallback else None
+            self.metrics.observe_ranking(mode, reason)
+            answers.append(post_rank_response(result, mode, reason, (time.perf_counter() - started) * 1000.0))
+        return answers
+
+    def _submit(self, request: PostRankRequest, mode: str) -> asyncio.Future[RankResult] | None:
+        """The request's future result, or None when the batcher cannot take it (full, not running)."""
+        if self.batcher is None:
+            return None
+        try:
+            return asyncio.wrap_future(self.batcher.submit(request, mode))
+        except BatcherUnavailable:
+            return None
+
+
+def create_app(ranker: ServableRanker, settings: ServingSettings | None = None) -> FastAPI:
+    """The FastAPI app serving `ranker`; the batcher starts and stops with the app's lifespan."""
+    service = Service(ranker, settings or ServingSettings())
+    app = FastAPI(
+        title="llm4pr post-ranking",
+        version=__version__,
+        description="Post-ranks a search or recommendation candidate list with LLM4PR. See docs/serving.md.",
+        lifespan=service.lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(_MetricsMiddleware, metrics=service.metrics)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.include_router(_v1)
+    app.include_router(_health)
+    return app
+
+
+def serve(
+    checkpoint: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "cpu",
+    settings: ServingSettings | None = None,
+    window: int = 20,
+    stride: int = 10,
+    log_level: str = "info",
+) -> None:
+    """Load a checkpoint and serve it with uvicorn until SIGINT/SIGTERM (then drain and exit)."""
+    import uvicorn
+
+    from llm4pr.inference.ranker import LLM4PRRanker
+
+    settings = settings or ServingSettings()
+    ranker = LLM4PRRanker.from_pretrained(
+        checkpoint, device=device, mode=settings.mode, batch_size=settings.max_batch_size, window=window, stride=stride
+    )
+    if not is_loopback_host(host) and not os.environ.get(settings.token_env):
+        logger.warning("serving on %s without authentication: set %s to require a bearer token", host, settings.token_env)
+    uvicorn.run(
+        create_app(ranker, settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+    )
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+ServiceDep = Annotated[Service, Depends(_service)]
+ModeQuery = Annotated[ServingMode | None, Query(description="inference mode; default from the server settings")]
+
+
+async def _authorize(request: Request, service: ServiceDep) -> None:
+    """Bearer-token check (constant-time), active only when the token env var is set."""
+    if service.token is None:
+        return
+    scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.strip().encode(), service.token.encode()):
+        raise ApiError(401, "missing or invalid bearer token: send 'Authorization: Bearer <token>'")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "malformed JSON",
+        401: "missing or wrong bearer token",
+        413: "body, request count or candidate count over the limit",
+        422: "invalid request: the message names the request id and the field",
+    }.items()
+}
+
+
+def _json_body(type_: Any) -> dict[str, Any]:
+    schema = inline_json_schema(type_)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorize)], responses=_ERRORS)
+_health = APIRouter()
+
+
+@_v1.post(
+    "/post-rank",
+    response_model=PostRankResponse | list[PostRankResponse],
+    response_model_exclude_none=True,
+    openapi_extra=_json_body(PostRankRequest | list[PostRankRequest]),
+    summary="post-rank one request or a list (data-contract format; labels are ignored)",
+)
+async def post_rank(request: Request, service: ServiceDep, mode: ModeQuery = None) -> Any:
+    started = time.perf_counter()
+    payload = await _read_json(request, service.settings.max_body_bytes)
+    requests = parse_post_rank(payload, service.schema, service.settings)
+    answers = await service.rank(requests, mode or service.settings.mode, started)
+    return answers if isinstance(payload, list) else answers[0]
+
+
+@_v1.post(
+    "/rerank",
+    response_model=RerankResponse,
+    response_model_exclude_none=True,
+    openapi_extra=_json_body(RerankBody),
+    summary="Cohere/Jina-compatible rerank: documents become candidates with the schema's text feature",
+)
+async def rerank(request: Request, service: ServiceDep, mode: ModeQuery = None) -> Any:
+    started = time.perf_counter()
+    if service.text_feature is None:
+        raise ApiError(422, "/v1/rerank needs an item feature of kind 'text' for the documents; this checkpoint's schema has none: use /v1/post-rank")
+    body = parse_rerank(await _read_json(request, service.settings.max_body_bytes), service.settings)
+    ranking_request = rerank_request(body, f"rerank-{uuid.uuid4().hex}", service.text_feature)
+    [answer] = await service.rank([ranking_request], mode or service.settings.mode, started)
+    return rerank_response(body, answer, service.settings.model_name)
+
+
+@_health.get("/healthz", summary="liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@_health.get("/readyz", summary="readiness: the model is loaded and answered a warm-up request")
+async def readyz(service: ServiceDep) -> JSONResponse:
+    if service.not_ready_reason is None:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "not_ready", "reason": service.not_ready_reason}, status_code=503)
+
+
+@_health.get("/metrics", summary="Prometheus metrics (text format)")
+async def metrics(service: ServiceDep) -> Response:
+    return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The body parsed as JSON, refused with 413 as soon as it exceeds `limit` bytes (chunked too)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body: {declared} bytes exceed the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"body: more than {limit} bytes (the limit)")
+    if not body.strip():
+        raise ApiError(400, "body: empty; expected JSON")
+    try:
+        return json.loads(body)
+    except RecursionError as exc:
+        raise ApiError(400, "body: malformed JSON: nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ApiError(400, f"body: malformed JSON: {exc}") from exc
+
+
+# --- errors and metrics ----------------------------------------------------------------------
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(error_body(exc.status, exc.message, exc.request_id), status_code=exc.status, headers=headers)
+
+
+async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors())
+    return JSONResponse(error_body(422, problems), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not bad input: a JSON 500 without internals (uvicorn logs the traceback)."""
+    return JSONResponse(error_body(500, "internal server error"), status_code=500)
+
+
+class _MetricsMiddleware:
+    """Counts every HTTP answer by route template and status, and times it (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless a response starts: an exception escaped to the server-error handler
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "other")
+            self.metrics.observe_http(endpoint, status, time.perf_counter() - started)

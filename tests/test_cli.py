@@ -1,0 +1,41 @@
+"""The command line: subcommands reach their library functions, bad input ends in one error line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import llm4pr.serving
+from llm4pr.cli import main
+
+
+def test_serve_passes_flags_to_the_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: dict = {}
+    monkeypatch.setattr(llm4pr.serving, "serve", lambda checkpoint, **kwargs: seen.update(checkpoint=checkpoint, **kwargs))
+    assert main(["serve", "--checkpoint", str(tmp_path), "--port", "9001", "--mode", "first_token", "--max-batch-size", "4", "--deadline-ms", "250"]) == 0
+    assert seen["checkpoint"] == tmp_path and seen["port"] == 9001 and seen["host"] == "127.0.0.1"
+    assert (seen["settings"].mode, seen["settings"].max_batch_size, seen["settings"].deadline_ms) == ("first_token", 4, 250)
+
+
+def test_serve_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--checkpoint", str(tmp_path), "--max-batch-size", "0"]) == 2
+    assert "max_batch_size: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+def test_prepare_and_evaluate_initial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = Path(__file__).parent / "fixtures" / "movielens" / "grouplens-100k"
+    assert main(["data", "prepare", "movielens", "--source", str(source), "--out", str(tmp_path / "ml")]) == 0
+    assert "skipped rows: 0" in capsys.readouterr().out
+    assert main(["evaluate", "--data", str(tmp_path / "ml" / "test.jsonl"), "--run", "initial", "--out", str(tmp_path / "r.json")]) == 0
+    assert "ndcg@3" in capsys.readouterr().out and (tmp_path / "r.json").is_file()
+
+
+def test_evaluate_rejects_a_run_that_loses_a_candidate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"request_id":"r1","query":"q","user":{"id":"u"},"candidates":[{"id":"a","label":1},{"id":"b","label":0}]}\n')
+    run = tmp_path / "run.jsonl"
+    run.write_text('{"request_id":"r1","ranking":["a"]}\n')
+    assert main(["evaluate", "--data", str(data), "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: run does not match the data") and "request 'r1'" in err and "Traceback" not in err

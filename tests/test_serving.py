@@ -1,0 +1,666 @@
+"""The HTTP service: validation errors, fallbacks, auth, micro-batching, metrics, rerank, load test.
+
+Most tests use a fake ranker (fast, deterministic: it reverses the ranking-stage order); the
+ones about real rankings use a tiny random LLM4PR model built in memory. Every client is built
+with `raise_server_exceptions=True`, so a bad input that reached the catch-all 500 handler
+would fail the test instead of passing as "some error".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from llm4pr.data.jsonl import write_jsonl
+from llm4pr.data.requests import PostRankRequest, RankResult
+from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
+from llm4pr.inference.ranker import LLM4PRRanker
+from llm4pr.features.encoders import FeatureStats
+from llm4pr.model.backbone import tiny_backbone
+from llm4pr.model.factory import build_model
+from llm4pr.model.llm4pr import ModelConfig
+from llm4pr.serving import ServingSettings, create_app, serve
+from llm4pr.serving import app as app_module
+from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
+from llm4pr.serving.loadtest import Sample, judge, run_load, summarize
+from llm4pr.serving.loadtest import main as loadtest_main
+from llm4pr.serving.settings import is_loopback_host
+from llm4pr.training.checkpoint import save_checkpoint
+from test_model import make_model
+from toy import GENRES, TOY_SCHEMA, toy_requests
+
+TOKEN_ENV = "LLM4PR_TEST_TOKEN"  # not the default name, so that a developer's own token cannot leak in
+
+
+class FakeRanker:
+    """Reverses the ranking-stage order (first_token: with descending scores); records every call."""
+
+    def __init__(self, schema: FeatureSchema = TOY_SCHEMA, fail: bool = False, garble: bool = False) -> None:
+        self.model = SimpleNamespace(schema=schema)
+        self.fail = fail
+        self.garble = garble
+        self.calls: list[tuple[list[str], str | None]] = []
+
+    def rank(self, requests: Sequence[PostRankRequest], mode: str | None = None) -> list[RankResult]:
+        self.calls.append(([r.request_id for r in requests], mode))
+        if self.fail:
+            raise RuntimeError("boom")
+        results = []
+        for request in requests:
+            ranking = request.candidate_ids[::-1][: -1 if self.garble else None]
+            scores = [float(len(ranking) - i) for i in range(len(ranking))] if mode == "first_token" else None
+            results.append(RankResult(request_id=request.request_id, ranking=ranking, scores=scores, mode=mode))
+        return results
+
+
+class RecordingRanker:
+    """A real ranker that records the size and mode of every model call (to see the batching)."""
+
+    def __init__(self, inner: LLM4PRRanker) -> None:
+        self.inner = inner
+        self.model = inner.model
+        self.batches: list[tuple[int, str | None]] = []
+
+    def rank(self, requests: Sequence[PostRankRequest], mode: str | None = None) -> list[RankResult]:
+        self.batches.append((len(requests), mode))
+        return self.inner.rank(requests, mode=mode)
+
+
+def settings_for_tests(**overrides: Any) -> ServingSettings:
+    return ServingSettings(**{"token_env": TOKEN_ENV, "deadline_ms": 30_000, **overrides})
+
+
+@contextmanager
+def serving(ranker: Any, wait_ready: bool = True, **overrides: Any) -> Iterator[TestClient]:
+    """A TestClient with the app started (lifespan), after the warm-up request has run."""
+    with TestClient(create_app(ranker, settings_for_tests(**overrides)), raise_server_exceptions=True) as client:
+        if wait_ready:
+            for _ in range(200):
+                if client.get("/readyz").status_code == 200:
+                    break
+                time.sleep(0.01)
+        yield client
+
+
+def request_json(request_id: str = "q1", n_candidates: int = 5, seed: int = 0) -> dict[str, Any]:
+    request = toy_requests(1, n_candidates=n_candidates, seed=seed)[0]
+    return {**request.model_dump(mode="json", exclude_none=True), "request_id": request_id}
+
+
+def candidate_ids(body: dict[str, Any]) -> list[str]:
+    return [c["id"] for c in body["candidates"]]
+
+
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny_ranker() -> LLM4PRRanker:
+    model, builder = make_model()
+    return LLM4PRRanker(model, builder, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def fake_client() -> Iterator[TestClient]:
+    with serving(FakeRanker(), max_candidates=30, max_body_bytes=50_000, max_string_chars=200, max_requests_per_body=3) as client:
+        yield client
+
+
+# --- the happy path on a real (tiny) model ----------------------------------------------------
+
+
+def test_post_rank_one_request_and_a_list(tiny_ranker: LLM4PRRanker) -> None:
+    with serving(tiny_ranker) as client:
+        assert client.get("/readyz").json() == {"status": "ready"}
+        one = request_json("a")
+        answer = client.post("/v1/post-rank", json=one).json()
+        assert answer["request_id"] == "a" and answer["mode"] == "generate"
+        assert sorted(answer["ranking"]) == sorted(candidate_ids(one))
+        assert answer["fallback"] is False and answer["latency_ms"] > 0 and "scores" not in answer
+        expected = tiny_ranker.rank([PostRankRequest.model_validate(one)], mode="generate")[0].ranking
+        assert answer["ranking"] == expected
+
+        many = [request_json("b", 4, seed=1), request_json("c", 6, seed=2)]
+        answers = client.post("/v1/post-rank", params={"mode": "first_token"}, json=many).json()
+        assert [a["request_id"] for a in answers] == ["b", "c"]
+        for body, answer in zip(many, answers, strict=True):
+            assert sorted(answer["ranking"]) == sorted(candidate_ids(body))
+            assert answer["mode"] == "first_token" and len(answer["scores"]) == len(body["candidates"])
+            assert answer["scores"] == sorted(answer["scores"], reverse=True)
+
+
+def test_labels_are_accepted_and_ignored(fake_client: TestClient) -> None:
+    body = request_json()
+    assert all("label" in c for c in body["candidates"])
+    assert fake_client.post("/v1/post-rank", json=body).status_code == 200
+
+
+_FEATURE_VALUES = {
+    "gender": st.sampled_from(["M", "F"]),
+    "age": st.floats(0, 120, allow_nan=False),
+    "favourite": st.sampled_from(GENRES),
+    "title": st.text(max_size=30),
+    "genres": st.lists(st.sampled_from(GENRES), max_size=3),
+    "quality": st.floats(-1e6, 1e6, allow_nan=False),
+    "vec": st.lists(st.floats(-10, 10, allow_nan=False), min_size=3, max_size=3),
+}
+
+
+def _features(owner: str) -> st.SearchStrategy[dict[str, Any]]:
+    names = [spec.name for spec in TOY_SCHEMA.for_owner(owner)]  # type: ignore[arg-type]
+    return st.fixed_dictionaries({}, optional={name: _FEATURE_VALUES[name] for name in names})
+
+
+@st.composite
+def valid_requests(draw: st.DrawFn) -> dict[str, Any]:
+    ids = draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=30, unique=True))
+    return {
+        "request_id": draw(st.text(min_size=1, max_size=12)),
+        "query": draw(st.text(max_size=40)),
+        "user": {"id": draw(st.text(min_size=1, max_size=5)), "features": draw(_features("user"))},
+        "history": [{"id": str(i), "features": draw(_features("item"))} for i in range(draw(st.integers(0, 3)))],
+        "candidates": [{"id": i, "features": draw(_features("item"))} for i in ids],
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_client(tiny_ranker: LLM4PRRanker) -> Iterator[TestClient]:
+    with serving(tiny_ranker) as client:
+        yield client
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=valid_requests(), mode=st.sampled_from(["generate", "first_token"]))
+def test_every_valid_request_gets_a_permutation(tiny_client: TestClient, body: dict[str, Any], mode: str) -> None:
+    response = tiny_client.post("/v1/post-rank", params={"mode": mode}, json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["request_id"] == body["request_id"]
+    assert sorted(answer["ranking"]) == sorted(candidate_ids(body))
+    assert answer["fallback"] is False
+
+
+def test_concurrent_requests_are_batched_and_rank_as_single_ones(tiny_ranker: LLM4PRRanker) -> None:
+    recording = RecordingRanker(tiny_ranker)
+    bodies = [request_json(f"r{i}", 3 + i % 4, seed=i) for i in range(12)]
+    modes = ["generate" if i % 3 else "first_token" for i in range(12)]
+    expected = [tiny_ranker.rank([PostRankRequest.model_validate(b)], mode=m)[0].ranking for b, m in zip(bodies, modes, strict=True)]
+    answers: list[Any] = [None] * len(bodies)
+    with serving(recording, max_batch_size=4, max_wait_ms=300) as client:
+        recording.batches.clear()  # forget the warm-up
+        barrier = threading.Barrier(len(bodies))
+
+        def send(i: int) -> None:
+            barrier.wait()
+            answers[i] = client.post("/v1/post-rank", params={"mode": modes[i]}, json=bodies[i]).json()
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert [a["ranking"] for a in answers] == expected
+    assert not any(a["fallback"] for a in answers)
+    sizes = [size for size, _ in recording.batches]
+    assert sum(sizes) == len(bodies) and max(sizes) > 1 and max(sizes) <= 4
+    assert {mode for _, mode in recording.batches} == {"generate", "first_token"}
+
+
+def test_serve_loads_a_checkpoint_and_runs_uvicorn_on_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    backbone, tokenizer = tiny_backbone(seed=0)
+    backbone.save_pretrained(tmp_path / "backbone")
+    tokenizer.save_pretrained(tmp_path / "backbone")
+    config = ModelConfig(backbone=str(tmp_path / "backbone"), dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8)
+    model, _ = build_model(config, TOY_SCHEMA, FeatureStats.fit(TOY_SCHEMA, toy_requests(10)))
+    save_checkpoint(model, tmp_path / "run" / "model")
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(app=app, **kwargs))
+    serve(tmp_path / "run", port=8123, settings=settings_for_tests(max_batch_size=3, drain_timeout_s=2.5), window=6, stride=3)
+    assert (captured["host"], captured["port"], captured["timeout_graceful_shutdown"]) == ("127.0.0.1", 8123, 3)
+    ranker = captured["app"].state.service.ranker
+    assert (ranker.batch_size, ranker.window, ranker.stride) == (3, 6, 3)
+    with TestClient(captured["app"]) as client:
+        body = request_json(n_candidates=8)
+        answer = client.post("/v1/post-rank", json=body).json()
+        assert sorted(answer["ranking"]) == sorted(candidate_ids(body)) and answer["fallback"] is False
+
+
+# --- bad input: 4xx naming the request id and the field, never a 500 ---------------------------
+
+
+def _with(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `body` with the dotted `path` set (or deleted when value is ...)."""
+    body = json.loads(json.dumps(body))
+    *parents, last = path.split(".")
+    node: Any = body
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    key: Any = int(last) if isinstance(node, list) else last
+    if value is ...:
+        del node[key]
+    else:
+        node[key] = value
+    return body
+
+
+GOOD = request_json("bad-1")
+BAD_POST_RANK = [
+    ("missing field", _with(GOOD, "query", ...), 422, ["query: Field required"]),
+    ("unknown field", _with(GOOD, "colour", "red"), 422, ["colour: Extra inputs are not permitted"]),
+    ("unknown feature", _with(GOOD, "candidates.0.features.colour", "red"), 422, ["candidates[0]", ".features.colour: unknown item feature"]),
+    ("wrong type", _with(GOOD, "user.features.age", "old"), 422, ["user.features.age: expected a number"]),
+    ("wrong id type", _with(GOOD, "candidates.1.id", 7), 422, ["candidates.1.id: Input should be a valid string"]),
+    ("nan feature", _with(GOOD, "candidates.1.features.quality", math.nan), 422, ["features.quality: expected a finite number, got nan"]),
+    ("infinite label", _with(GOOD, "candidates.0.label", math.inf), 422, ["candidates.0.label", "finite"]),
+    ("nan embedding", _with(GOOD, "candidates.2.features.vec", [0.0, math.nan, 1.0]), 422, ["features.vec: expected a finite number"]),
+    ("empty candidates", _with(GOOD, "candidates", []), 422, ["candidates: List should have at least 1 item"]),
+    ("duplicate ids", _with(GOOD, "candidates.1.id", GOOD["candidates"][0]["id"]), 422, ["duplicate candidate id"]),
+    ("long string", _with(GOOD, "candidates.3.features.title", "x" * 201), 422, ["candidates.3.features.title: string of 201 characters"]),
+    ("long key", _with(GOOD, "user.features." + "k" * 201, 1), 422, ["user.features: a key of 201 characters"]),
+    ("huge integer", _with(GOOD, "candidates.0.features.quality", 10**400), 422, ["candidates.0.features.quality: number too large"]),
+    ("huge integer label", _with(GOOD, "candidates.1.label", -(10**400)), 422, ["candidates.1.label: number too large"]),
+    ("too many candidates", request_json("bad-1", 31, seed=4), 413, ["candidates: 31 exceed the limit of 30"]),
+]
+
+
+@pytest.mark.parametrize("case, body, status, phrases", BAD_POST_RANK, ids=[c[0] for c in BAD_POST_RANK])
+def test_bad_requests_name_the_request_and_the_field(fake_client: TestClient, case: str, body: Any, status: int, phrases: list[str]) -> None:
+    response = fake_client.post("/v1/post-rank", content=json.dumps(body))  # json.dumps writes NaN/Infinity
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["status"] == status and error["request_id"] == "bad-1"
+    assert "request 'bad-1'" in error["message"]
+    for phrase in phrases:
+        assert phrase in error["message"]
+
+
+def test_huge_numbers_are_infinite_and_rejected(fake_client: TestClient) -> None:
+    text = json.dumps(GOOD).replace(json.dumps(GOOD["candidates"][0]["features"]["quality"]), "1e400", 1)
+    error = fake_client.post("/v1/post-rank", content=text).json()["error"]
+    assert error["status"] == 422 and "expected a finite number, got inf" in error["message"]
+
+
+BAD_BODIES = [
+    ("malformed json", b'{"request_id": "x",', 400, "body: malformed JSON: Expecting"),
+    ("empty body", b"", 400, "body: empty"),
+    ("invalid utf-8", b'{"query": "\xff"}', 400, "body: malformed JSON"),
+    ("nested too deeply", b"[" * 20_000, 400, "nested too deeply"),
+    ("not an object", b'"hello"', 422, "body: expected a JSON object, got string"),
+    ("empty list", b"[]", 422, "non-empty list of requests"),
+    ("list with a non-object", json.dumps([GOOD, 3]).encode(), 422, "requests.1: expected a JSON object, got number"),
+    ("list without ids", json.dumps([_with(GOOD, "request_id", ...)]).encode(), 422, "requests.0: request_id: Field required"),
+    ("duplicate request ids", json.dumps([GOOD, GOOD]).encode(), 422, "request_id 'bad-1' appears more than once"),
+    ("too many requests", json.dumps([request_json(f"x{i}") for i in range(4)]).encode(), 413, "4 requests exceed the limit of 3"),
+    ("body too large", json.dumps(_with(GOOD, "query", "y" * 60_000)).encode(), 413, "exceed the limit of 50000 bytes"),
+]
+
+
+@pytest.mark.parametrize("case, content, status, phrase", BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+def test_bad_bodies(fake_client: TestClient, case: str, content: bytes, status: int, phrase: str) -> None:
+    response = fake_client.post("/v1/post-rank", content=content)
+    assert response.status_code == status, response.text
+    assert phrase in response.json()["error"]["message"]
+
+
+def test_chunked_body_over_the_limit_is_refused_while_reading(fake_client: TestClient) -> None:
+    chunks = iter([b"[" + b" " * 10_000] * 10)  # no Content-Length: httpx streams it chunked
+    response = fake_client.post("/v1/post-rank", content=chunks)
+    assert response.status_code == 413
+    assert "more than 50000 bytes" in response.json()["error"]["message"]
+
+
+def test_unknown_mode_and_unknown_route(fake_client: TestClient) -> None:
+    response = fake_client.post("/v1/post-rank", params={"mode": "beam"}, json=GOOD)
+    assert response.status_code == 422 and "query.mode" in response.json()["error"]["message"]
+    response = fake_client.get("/v1/nothing")
+    assert response.status_code == 404 and response.json()["error"]["message"] == "GET /v1/nothing: Not Found"
+    assert fake_client.get("/v1/post-rank").status_code == 405
+
+
+def _paths(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted path inside a JSON value (the targets of the fuzzing below)."""
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    paths = []
+    for key, value in children:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        paths += [path, *_paths(value, path)]
+    return paths
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(_paths(GOOD)), value=JSON_VALUES | st.just(...))
+def test_fuzzed_requests_get_an_answer_or_a_4xx_never_a_500(fake_client: TestClient, path: str, value: Any) -> None:
+    body = _with(GOOD, path, value)
+    response = fake_client.post("/v1/post-rank", content=json.dumps(body))
+    assert response.status_code in (200, 413, 422), response.text
+    if response.status_code == 200:
+        assert sorted(response.json()["ranking"]) == sorted(candidate_ids(body))
+    else:
+        assert response.json()["error"]["message"]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=JSON_VALUES)
+def test_fuzzed_bodies_never_get_a_500(fake_client: TestClient, value: Any) -> None:
+    for endpoint in ("/v1/post-rank", "/v1/rerank"):
+        assert fake_client.post(endpoint, content=json.dumps(value)).status_code in (200, 400, 413, 422)
+
+
+def test_bad_input_never_reaches_the_catch_all(fake_client: TestClient) -> None:
+    assert metric(fake_client, "llm4pr_http_requests_total", status="500") == 0.0
+
+
+def test_a_bug_is_a_json_500_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise ZeroDivisionError("secret internals")
+
+    monkeypatch.setattr(app_module, "parse_post_rank", broken)
+    with TestClient(create_app(FakeRanker(), settings_for_tests()), raise_server_exceptions=False) as client:
+        response = client.post("/v1/post-rank", json=GOOD)
+        assert response.status_code == 500
+        assert response.json() == {"error": {"status": 500, "message": "internal server error", "request_id": None}}
+        assert metric(client, "llm4pr_http_requests_total", endpoint="/v1/post-rank", status="500") == 1.0
+
+
+# --- fallbacks ----------------------------------------------------------------------------------
+
+
+def test_a_failing_model_answers_with_the_ranking_stage_order() -> None:
+    with serving(FakeRanker(fail=True), wait_ready=False) as client:
+        body = request_json()
+        answer = client.post("/v1/post-rank", json=body).json()
+        assert answer["ranking"] == candidate_ids(body)
+        assert answer["fallback"] is True and answer["fallback_reason"] == "model_error"
+        readiness = client.get("/readyz")
+        assert readiness.status_code == 503 and "RuntimeError: boom" in readiness.json()["reason"]
+        assert client.get("/healthz").json() == {"status": "alive"}
+
+
+def test_a_non_permutation_from_the_model_is_replaced_by_the_fallback() -> None:
+    with serving(FakeRanker(garble=True), wait_ready=False) as client:
+        body = request_json()
+        answer = client.post("/v1/post-rank", json=body).json()
+        assert answer["ranking"] == candidate_ids(body) and answer["fallback_reason"] == "model_error"
+
+
+def test_a_zero_deadline_always_falls_back() -> None:
+    ranker = FakeRanker()
+    with serving(ranker, wait_ready=False, deadline_ms=0, max_wait_ms=500) as client:
+        bodies = [request_json("d1"), request_json("d2", seed=1)]
+        answers = client.post("/v1/post-rank", json=bodies).json()
+        assert [a["ranking"] for a in answers] == [candidate_ids(b) for b in bodies]
+        assert all(a["fallback"] and a["fallback_reason"] == "deadline" for a in answers)
+        assert metric(client, "llm4pr_fallbacks_total", reason="deadline") == 2.0
+    assert all("d1" not in ids for ids, _ in ranker.calls)  # cancelled while queued: never ranked
+
+
+def test_before_start_up_requests_fall_back_as_unavailable() -> None:
+    client = TestClient(create_app(FakeRanker(), settings_for_tests()))  # no `with`: no lifespan, no worker
+    answer = client.post("/v1/post-rank", json=GOOD).json()
+    assert answer["fallback_reason"] == "unavailable" and answer["ranking"] == candidate_ids(GOOD)
+
+
+# --- auth -------------------------------------------------------------------------------------
+
+
+def test_bearer_token_guards_v1_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "s3cret")
+    with serving(FakeRanker()) as client:
+        missing = client.post("/v1/post-rank", json=GOOD)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert "bearer token" in missing.json()["error"]["message"]
+        for header in ("Bearer wrong", "Basic s3cret", "s3cret"):
+            assert client.post("/v1/post-rank", json=GOOD, headers={"Authorization": header}).status_code == 401
+        assert client.post("/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
+        assert client.post("/v1/post-rank", json=GOOD, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert client.get(path).status_code == 200
+
+
+def test_unauthenticated_requests_are_refused_before_the_body_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "s3cret")
+    with serving(FakeRanker()) as client:
+        assert client.post("/v1/post-rank", content=b"not json").status_code == 401
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def test_metrics_count_requests_statuses_fallbacks_and_batches() -> None:
+    with serving(FakeRanker()) as client:
+        for i in range(3):
+            client.post("/v1/post-rank", json=request_json(f"m{i}"))
+        client.post("/v1/post-rank", params={"mode": "first_token"}, json=[request_json("m3"), request_json("m4")])
+        client.post("/v1/post-rank", content=b"{")
+        assert metric(client, "llm4pr_http_requests_total", endpoint="/v1/post-rank", status="200") == 4.0
+        assert metric(client, "llm4pr_http_requests_total", endpoint="/v1/post-rank", status="400") == 1.0
+        assert metric(client, "llm4pr_rankings_total", mode="generate") == 3.0
+        assert metric(client, "llm4pr_rankings_total", mode="first_token") == 2.0
+        assert metric(client, "llm4pr_http_request_duration_seconds_count", endpoint="/v1/post-rank") == 5.0
+        assert metric(client, "llm4pr_batch_size_count") >= 4.0  # the warm-up, then at least one per body
+        assert metric(client, "llm4pr_queue_depth") == 0.0
+        client.get("/no/such/path")
+        assert metric(client, "llm4pr_http_requests_total", endpoint="other", status="404") == 1.0
+    with serving(FakeRanker(fail=True), wait_ready=False) as client:
+        client.post("/v1/post-rank", json=GOOD)
+        assert metric(client, "llm4pr_fallbacks_total", mode="generate", reason="model_error") == 1.0
+
+
+# --- /v1/rerank ---------------------------------------------------------------------------------
+
+
+def test_rerank_shape_top_n_and_documents(fake_client: TestClient) -> None:
+    documents = ["alpha", {"text": "beta"}, "gamma", "delta"]
+    answer = fake_client.post("/v1/rerank", json={"query": "q", "documents": documents, "model": "any-name"}).json()
+    assert answer["model"] == "llm4pr" and answer["id"].startswith("rerank-")
+    assert [r["index"] for r in answer["results"]] == [3, 2, 1, 0]  # the fake ranker reverses
+    assert [r["relevance_score"] for r in answer["results"]] == [1.0, 1 / 2, 1 / 3, 1 / 4]
+    assert "document" not in answer["results"][0] and answer["meta"]["fallback"] is False
+
+    top = fake_client.post("/v1/rerank", json={"query": "q", "documents": documents, "top_n": 2, "return_documents": True}).json()
+    assert [(r["index"], r["document"]) for r in top["results"]] == [(3, {"text": "delta"}), (2, {"text": "gamma"})]
+    assert len(fake_client.post("/v1/rerank", json={"query": "q", "documents": documents, "top_n": 99}).json()["results"]) == 4
+
+    scored = fake_client.post("/v1/rerank", params={"mode": "first_token"}, json={"query": "q", "documents": documents}).json()
+    scores = [r["relevance_score"] for r in scored["results"]]
+    assert sum(scores) == pytest.approx(1.0) and scores == sorted(scores, reverse=True)
+
+
+def test_rerank_puts_the_text_in_the_schemas_text_feature(tiny_client: TestClient) -> None:
+    answer = tiny_client.post("/v1/rerank", params={"mode": "first_token"}, json={"query": "films", "documents": ["a", "b", "c"]}).json()
+    assert sorted(r["index"] for r in answer["results"]) == [0, 1, 2] and answer["meta"]["fallback"] is False
+
+
+BAD_RERANK = [
+    ({"documents": ["a"]}, 422, "body: query: Field required"),
+    ({"query": "q", "documents": []}, 422, "documents: List should have at least 1 item"),
+    ({"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n: Input should be greater than 0"),
+    ({"query": "q", "documents": [3]}, 422, "documents.0"),
+    ({"query": "q", "documents": [{"txt": "a"}]}, 422, "documents.0"),
+    ({"query": "q", "documents": ["a"], "rank_fields": ["x"]}, 422, "rank_fields: Extra inputs are not permitted"),
+    ({"query": "q", "documents": ["a"] * 31}, 413, "documents: 31 exceed the limit of 30"),
+    ({"query": "q", "documents": ["a", "z" * 201]}, 422, "documents.1: string of 201 characters"),
+    (["q"], 422, "body: expected a JSON object, got array"),
+]
+
+
+@pytest.mark.parametrize("body, status, phrase", BAD_RERANK)
+def test_bad_rerank_bodies(fake_client: TestClient, body: Any, status: int, phrase: str) -> None:
+    response = fake_client.post("/v1/rerank", json=body)
+    assert response.status_code == status, response.text
+    assert phrase in response.json()["error"]["message"]
+
+
+def test_rerank_needs_a_text_feature() -> None:
+    schema = FeatureSchema(features=(FeatureSpec(name="price", owner="item", kind=FeatureKind.numerical),))
+    with serving(FakeRanker(schema=schema)) as client:
+        response = client.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
+        assert response.status_code == 422 and "needs an item feature of kind 'text'" in response.json()["error"]["message"]
+
+
+def test_openapi_documents_both_endpoints(fake_client: TestClient) -> None:
+    spec = fake_client.get("/openapi.json").json()
+    assert {"/v1/post-rank", "/v1/rerank", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    body = spec["paths"]["/v1/post-rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "$ref" not in json.dumps(body) and "candidates" in json.dumps(body)
+    assert fake_client.get("/docs").status_code == 200
+
+
+# --- the micro-batcher on its own ---------------------------------------------------------------
+
+
+def _rank_reversed(calls: list[tuple[list[str], str]]) -> Any:
+    def rank(requests: Sequence[PostRankRequest], mode: str) -> list[RankResult]:
+        calls.append(([r.request_id for r in requests], mode))
+        return [RankResult(request_id=r.request_id, ranking=r.candidate_ids[::-1]) for r in requests]
+
+    return rank
+
+
+def test_batcher_groups_by_mode_caps_the_batch_and_drains_on_close() -> None:
+    calls: list[tuple[list[str], str]] = []
+    batcher = MicroBatcher(_rank_reversed(calls), max_batch_size=2, max_wait_ms=1000, max_queue_size=10)
+    requests = toy_requests(5)
+    modes = ["generate", "first_token", "generate", "generate", "first_token"]
+    futures = [batcher.submit(r, m) for r, m in zip(requests, modes, strict=True)]  # queued before the worker starts
+    batcher.start()
+    assert batcher.close(timeout_s=10)
+    assert [f.result().ranking for f in futures] == [r.candidate_ids[::-1] for r in requests]
+    assert calls == [(["q0", "q2"], "generate"), (["q1", "q4"], "first_token"), (["q3"], "generate")]
+    with pytest.raises(BatcherUnavailable, match="shutting down"):
+        batcher.submit(requests[0], "generate")
+
+
+def test_batcher_queue_limit_and_cancelled_requests() -> None:
+    calls: list[tuple[list[str], str]] = []
+    batcher = MicroBatcher(_rank_reversed(calls), max_batch_size=8, max_wait_ms=0, max_queue_size=2)
+    first, second = toy_requests(2)
+    cancelled = batcher.submit(first, "generate")
+    kept = batcher.submit(second, "generate")
+    with pytest.raises(BatcherUnavailable, match="queue is full"):
+        batcher.submit(first, "generate")
+    assert batcher.pending() == 2 and cancelled.cancel()
+    batcher.submit(first, "generate").cancel()  # a cancelled request frees its place in the queue
+    batcher.start()
+    assert batcher.close(timeout_s=10)
+    assert kept.result().request_id == "q1" and calls == [(["q1"], "generate")]
+
+
+# --- the load test ----------------------------------------------------------------------------
+
+
+def test_loadtest_summary_on_fake_samples() -> None:
+    samples = [Sample(200, 0.010), Sample(200, 0.020, fallback=True), Sample(200, 0.030, malformed=True), Sample(503, 0.040), Sample(0, 5.0)]
+    summary = summarize(samples, wall_s=2.0)
+    assert (summary["requests"], summary["answered"], summary["requests_per_s"]) == (5, 4, 2.0)
+    assert summary["status_counts"] == {"200": 3, "503": 1, "no_answer": 1}
+    assert (summary["server_errors"], summary["no_answer"], summary["fallbacks"], summary["malformed_rankings"]) == (1, 1, 1, 1)
+    assert summary["latency_ms"]["p50"] == pytest.approx(25.0) and summary["latency_ms"]["p99"] == pytest.approx(39.7)
+    assert summarize([], 1.0)["latency_ms"] == {"p50": None, "p95": None, "p99": None}
+
+
+def test_loadtest_judges_rankings() -> None:
+    request = toy_requests(1)[0]
+    ids = request.candidate_ids
+    assert judge(request, {"request_id": "q0", "ranking": ids[::-1], "fallback": False}) == (False, False)
+    assert judge(request, {"request_id": "q0", "ranking": ids, "fallback": True}) == (True, False)
+    assert judge(request, {"request_id": "q0", "ranking": ids[:-1]})[1]
+    assert judge(request, {"request_id": "q0", "ranking": ids + ids[:1]})[1]
+    assert judge(request, {"request_id": "other", "ranking": ids})[1]
+    assert judge(request, None)[1] and judge(request, [])[1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--url", "http://example.com:8000"], "not loopback"),
+        (["--url", "ftp://127.0.0.1"], "http(s) URL"),
+        (["--url", "http://127.0.0.1:8000", "--concurrency", "257"], "outside (0, 256]"),
+        (["--url", "http://127.0.0.1:8000", "--duration", "601"], "outside (0, 600]"),
+        (["--url", "http://127.0.0.1:8000", "--duration", "0"], "outside (0, 600]"),
+    ],
+)
+def test_loadtest_refuses_unbounded_or_remote_runs(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        loadtest_main([*argv, "--requests", str(tmp_path / "r.jsonl")])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_loopback_hosts() -> None:
+    assert all(is_loopback_host(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.1.2.3"))
+    assert not any(is_loopback_host(h) for h in ("0.0.0.0", "10.0.0.1", "example.com", ""))
+
+
+async def _load_in_process(app: FastAPI, requests: list[PostRankRequest]) -> tuple[list[Sample], float]:
+    async with app.router.lifespan_context(app):
+        return await run_load(
+            "http://127.0.0.1:8000", requests, concurrency=4, duration_s=0.5, transport=httpx.ASGITransport(app=app)
+        )
+
+
+def test_run_load_against_the_app_in_process() -> None:
+    requests = toy_requests(3)
+    samples, wall_s = asyncio.run(_load_in_process(create_app(FakeRanker(), settings_for_tests()), requests))
+    summary = summarize(samples, wall_s)
+    assert summary["requests"] > 4 and summary["status_counts"] == {"200": summary["requests"]}
+    assert summary["malformed_rankings"] == 0 and summary["server_errors"] == 0
+
+
+def test_loadtest_main_against_a_real_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(create_app(FakeRanker(), settings_for_tests()), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        write_jsonl(tmp_path / "requests.jsonl", toy_requests(4))
+        out = tmp_path / "summary.json"
+        url = f"http://127.0.0.1:{port}"
+        code = loadtest_main(
+            ["--url", url, "--requests", str(tmp_path / "requests.jsonl"), "--concurrency", "3", "--duration", "1", "--out", str(out)]
+        )
+        assert code == 0, capsys.readouterr().out
+        summary = json.loads(out.read_text())
+        assert summary["requests"] > 3 and summary["malformed_rankings"] == 0 and summary["no_answer"] == 0
+        assert "answered/s" in capsys.readouterr().out
+        big = json.dumps(_with(GOOD, "query", "y" * (11 * 1024 * 1024)))  # over the default 10 MiB
+        assert httpx.post(f"{url}/v1/post-rank", content=big, timeout=30).status_code == 413
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not thread.is_alive()
