@@ -39,3 +39,19 @@ def test_evaluate_rejects_a_run_that_loses_a_candidate(tmp_path: Path, capsys: p
     assert main(["evaluate", "--data", str(data), "--run", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: run does not match the data") and "request 'r1'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["letor", "--source", "letor/mslr-web10k-sample.txt", "--split-ratio", "0.6", "0.2", "0.2"],
+        ["beir", "--source", "beir/sample", "--run", "beir/bm25-top30.trec", "--max-candidates", "20"],
+        ["kuaisar", "--source", "kuaisar"],
+    ],
+)
+def test_prepare_other_datasets(arguments: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fixtures = Path(__file__).parent / "fixtures"
+    resolved = [str(fixtures / a) if "/" in a or a == "kuaisar" and i > 0 else a for i, a in enumerate(arguments)]
+    assert main(["data", "prepare", *resolved, "--out", str(tmp_path)]) == 0
+    assert "test " in capsys.readouterr().out
+    assert (tmp_path / "prepare.json").is_file() and (tmp_path / "schema.json").is_file()

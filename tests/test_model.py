@@ -264,3 +264,15 @@ def test_text_prompts_describe_entities_in_words(tiny: tuple[LLM4PRModel, Prompt
     text_model = LLM4PRModel(ptpr, TOY_SCHEMA, model.stats, model.backbone, model.text_encoder)
     result = LLM4PRRanker(text_model, builder).rank([request])[0]
     assert sorted(result.ranking) == sorted(request.candidate_ids) and not result.fallback
+
+
+@pytest.mark.parametrize("mode", ["generate", "first_token", "unconstrained"])
+def test_prefix_cache_changes_nothing_but_speed(tiny: tuple[LLM4PRModel, PromptBuilder], mode: str) -> None:
+    model, builder = tiny
+    requests = toy_requests(3, n_candidates=4) + toy_requests(2, n_candidates=6, seed=9)
+    cached = LLM4PRRanker(model, builder, mode=mode, batch_size=5, cache_prefix=True).rank(requests)
+    plain = LLM4PRRanker(model, builder, mode=mode, batch_size=5, cache_prefix=False).rank(requests)
+    assert [r.ranking for r in cached] == [r.ranking for r in plain]
+    if mode == "first_token":
+        for c, p in zip(cached, plain):
+            assert c.scores == pytest.approx(p.scores, abs=1e-4)

@@ -59,6 +59,32 @@ def build_parser() -> argparse.ArgumentParser:
     movielens.add_argument("--segment-length", type=int, default=5)
     movielens.set_defaults(handler=_prepare_movielens)
 
+    kuaisar = datasets.add_parser("kuaisar", help="KuaiSAR search sessions (docs/datasets.md)")
+    kuaisar.add_argument("--source", required=True, help="the release folder, or a URL of its zip")
+    kuaisar.add_argument("--out", required=True, type=Path)
+    kuaisar.add_argument("--label", choices=["clicks", "binary"], default="clicks")
+    kuaisar.add_argument("--drop-unclicked", action="store_true", help="drop sessions without a click")
+    kuaisar.add_argument("--test-days", type=float, default=1.0)
+    kuaisar.add_argument("--valid-days", type=float, default=1.0)
+    kuaisar.add_argument("--history-length", type=int, default=10)
+    _add_converter_arguments(kuaisar)
+    kuaisar.set_defaults(handler=_prepare_kuaisar)
+
+    beir = datasets.add_parser("beir", help="a BEIR folder plus a first-stage TREC run (docs/datasets.md)")
+    beir.add_argument("--source", required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/")
+    beir.add_argument("--run", required=True, type=Path, help="TREC run file of the first stage (e.g. BM25 top-100)")
+    beir.add_argument("--out", required=True, type=Path)
+    _add_converter_arguments(beir)
+    beir.set_defaults(handler=_prepare_beir)
+
+    letor = datasets.add_parser("letor", help="LETOR / svmlight feature files (docs/datasets.md)")
+    letor.add_argument("--source", required=True, help="a file, a folder of train/vali/test files, or a URL")
+    letor.add_argument("--out", required=True, type=Path)
+    letor.add_argument("--split-ratio", type=float, nargs=3, default=(0.0, 0.0, 1.0), metavar=("TRAIN", "VALID", "TEST"))
+    letor.add_argument("--seed", type=int, default=0)
+    _add_converter_arguments(letor)
+    letor.set_defaults(handler=_prepare_letor)
+
     evaluate = commands.add_parser("evaluate", help="score a run file or a checkpoint on labelled requests")
     evaluate.add_argument("--data", required=True, type=Path, help="labelled requests (JSON lines)")
     source = evaluate.add_mutually_exclusive_group(required=True)
@@ -115,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_converter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-candidates", type=int, help="keep the first N candidates of each request")
+    parser.add_argument("--cache-dir", type=Path, help="where a --source URL is downloaded")
+    parser.add_argument("--sha256", help="expected checksum of a downloaded --source")
+
+
 def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=["generate", "first_token", "unconstrained"], default="generate")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -127,13 +159,46 @@ def _prepare_movielens(args: argparse.Namespace) -> int:
     from llm4pr.data.movielens import prepare_movielens
 
     report = prepare_movielens(args.source, args.out, seed=args.seed, history_length=args.history_length, segment_length=args.segment_length)
-    counts = report["counts"]
-    print(f"wrote {args.out}: " + ", ".join(f"{split} {n} requests" for split, n in counts["requests"].items()))
-    print(f"{counts['users']} users, {counts['items']} items, {counts['interactions']} interactions")
+    _print_prepare_report(args.out, report)
+    print(f"{report['counts']['users']} users, {report['counts']['items']} items, {report['counts']['interactions']} interactions")
+    return 0
+
+
+def _prepare_kuaisar(args: argparse.Namespace) -> int:
+    from llm4pr.data.kuaisar import prepare_kuaisar
+
+    report = prepare_kuaisar(
+        args.source, args.out, label=args.label, drop_unclicked=args.drop_unclicked, test_days=args.test_days,
+        valid_days=args.valid_days, history_length=args.history_length, **_converter_options(args),
+    )
+    _print_prepare_report(args.out, report)
+    return 0
+
+
+def _prepare_beir(args: argparse.Namespace) -> int:
+    from llm4pr.data.beir import prepare_beir
+
+    _print_prepare_report(args.out, prepare_beir(args.source, args.run, args.out, **_converter_options(args)))
+    return 0
+
+
+def _prepare_letor(args: argparse.Namespace) -> int:
+    from llm4pr.data.letor import prepare_letor
+
+    report = prepare_letor(args.source, args.out, split_ratio=tuple(args.split_ratio), seed=args.seed, **_converter_options(args))
+    _print_prepare_report(args.out, report)
+    return 0
+
+
+def _converter_options(args: argparse.Namespace) -> dict:
+    return {"max_candidates": args.max_candidates, "cache_dir": args.cache_dir, "sha256": args.sha256}
+
+
+def _print_prepare_report(out: Path, report: dict) -> None:
+    print(f"wrote {out}: " + ", ".join(f"{split} {n} requests" for split, n in report["counts"]["requests"].items()))
     for kind in ("skipped_rows", "warnings"):
         rows = report.get(kind, {})
         print(f"{kind.replace('_', ' ')}: {sum(rows.values())}" + "".join(f"\n  {n} x {reason}" for reason, n in rows.items()))
-    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -13,14 +13,16 @@ All functions take a left-padded batch, so every row's answer starts at the last
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 
-from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs, position_ids
+from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs, full_attention_mask, position_ids
 from llm4pr.model.prompts import PromptBatch
 
 MODES = ("generate", "first_token", "unconstrained")
@@ -52,34 +54,67 @@ def decode(
     n_candidates: Sequence[int],
     mode: str = "generate",
     eos_token_id: int | None = None,
+    prefix: KeyValueCache | None = None,
+    cached_prefix: int = 0,
 ) -> list[Decoded]:
+    """Order the candidates of every prompt in the batch.
+
+    With `prefix`, the batch holds the prompts without their first `cached_prefix` tokens, whose
+    keys and values `prefix` already holds (see `PrefixCache`).
+    """
     if mode not in MODES:
         raise ValueError(f"unknown inference mode '{mode}'; choose one of {', '.join(MODES)}")
+    if (prefix is None) != (cached_prefix == 0):
+        raise ValueError("a cached prefix needs both its cache and its length")
+    cache = prefix or KeyValueCache(model)
+    output = model(batch, inputs, cached_prefix=cached_prefix, use_cache=mode != "first_token" or prefix is not None, **cache.argument())
+    first_logits = output.logits[:, -1].float()
     if mode == "first_token":
-        first_logits = model(batch, inputs, use_cache=False).logits[:, -1].float()
         return [_order_by_scores(first_logits[row], identifier_ids, n) for row, n in enumerate(n_candidates)]
-    cache = KeyValueCache(model)
-    first_logits = model(batch, inputs, use_cache=True, **cache.argument()).logits[:, -1].float()
+    attention_mask = full_attention_mask(batch, cached_prefix).to(first_logits.device)
     if mode == "generate":
-        return _constrained(model, cache, batch, first_logits, identifier_ids, n_candidates)
-    return _unconstrained(model, cache, batch, first_logits, identifier_ids, n_candidates, eos_token_id)
+        return _constrained(model, cache, attention_mask, first_logits, identifier_ids, n_candidates)
+    return _unconstrained(model, cache, attention_mask, first_logits, identifier_ids, n_candidates, eos_token_id)
 
 
 class KeyValueCache:
-    """The prompt's keys and values, filled by the first forward pass and extended by each step.
+    """Keys and values of the tokens seen so far, extended by every forward pass that gets it.
 
     Transformers renamed the cache argument (`past_key_values` -> `cache`); this passes it under
     whichever name the installed backbone's forward takes.
     """
 
-    def __init__(self, model: LLM4PRModel) -> None:
-        backbone = model.backbone
-        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    def __init__(self, model: LLM4PRModel, cache: DynamicCache | None = None) -> None:
+        base = _base_model(model)
         self.name = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
-        self.cache = DynamicCache(config=base.config)
+        self.cache = cache if cache is not None else DynamicCache(config=base.config)
 
     def argument(self) -> dict[str, DynamicCache]:
         return {self.name: self.cache}
+
+
+class PrefixCache:
+    """Keys and values of static prompt prefixes (the instruction), computed once per prefix and
+    copied for each batch, so that no request pays for the tokens every request shares."""
+
+    def __init__(self) -> None:
+        self._caches: dict[tuple[int, ...], DynamicCache] = {}
+
+    @torch.no_grad()
+    def for_batch(self, model: LLM4PRModel, prefix_ids: Sequence[int], batch_size: int) -> KeyValueCache:
+        key = tuple(prefix_ids)
+        if key not in self._caches:
+            computed = KeyValueCache(model)
+            model.backbone(input_ids=torch.tensor([list(key)], device=model.device), use_cache=True, **computed.argument())
+            self._caches[key] = computed.cache
+        cache = copy.deepcopy(self._caches[key])
+        cache.batch_repeat_interleave(batch_size)
+        return KeyValueCache(model, cache)
+
+
+def _base_model(model: LLM4PRModel) -> Any:
+    backbone = model.backbone
+    return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
 
 
 def _order_by_scores(logits: torch.Tensor, identifier_ids: Sequence[int], n: int) -> Decoded:
@@ -104,7 +139,7 @@ def _step(model: LLM4PRModel, tokens: torch.Tensor, attention_mask: torch.Tensor
 def _constrained(
     model: LLM4PRModel,
     cache: KeyValueCache,
-    batch: PromptBatch,
+    attention_mask: torch.Tensor,
     logits: torch.Tensor,
     identifier_ids: Sequence[int],
     n_candidates: Sequence[int],
@@ -114,7 +149,6 @@ def _constrained(
     ids = torch.tensor(identifier_ids[:width], device=device)
     allowed = torch.arange(width, device=device)[None, :] < torch.tensor(n_candidates, device=device)[:, None]
     orders: list[list[int]] = [[] for _ in n_candidates]
-    attention_mask = batch.attention_mask.to(device)
     for step in range(width - 1):
         scores = logits[:, ids].masked_fill(~allowed, float("-inf"))
         choice = scores.argmax(dim=-1)
@@ -135,7 +169,7 @@ def _constrained(
 def _unconstrained(
     model: LLM4PRModel,
     cache: KeyValueCache,
-    batch: PromptBatch,
+    attention_mask: torch.Tensor,
     logits: torch.Tensor,
     identifier_ids: Sequence[int],
     n_candidates: Sequence[int],
@@ -144,7 +178,6 @@ def _unconstrained(
     position_of = {token: position for position, token in enumerate(identifier_ids)}
     emitted: list[list[int]] = [[] for _ in n_candidates]
     finished = [False] * len(n_candidates)
-    attention_mask = batch.attention_mask.to(logits.device)
     for _ in range(max(n_candidates) + 2):  # room for a stray token or two, then stop
         tokens = logits.argmax(dim=-1)
         for row, token in enumerate(tokens.tolist()):

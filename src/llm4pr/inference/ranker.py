@@ -1,7 +1,8 @@
 """The LLM4PR ranker: requests in, permutations out, batched, windowed, never losing a candidate.
 
 Each batch of requests is laid out with the main-task prompt, encoded once, and decoded with the
-chosen mode. Lists longer than the window are ranked with sliding windows (all requests of a
+chosen mode; the instruction every prompt starts with is encoded once per ranker and its keys and
+values reused (`PrefixCache`). Lists longer than the window are ranked with sliding windows (all requests of a
 batch advance one window per round, so windows are batched too). If anything fails for a batch,
 its requests get the ranking-stage order with `fallback: true` and the error, never an exception.
 """
@@ -18,10 +19,10 @@ from tqdm.auto import tqdm
 
 from llm4pr.data.errors import DataError
 from llm4pr.data.requests import PostRankRequest, RankResult
-from llm4pr.inference.decoding import MODES, Decoded, decode
+from llm4pr.inference.decoding import MODES, Decoded, PrefixCache, decode
 from llm4pr.inference.window import apply_window, validate_window, window_schedule
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
-from llm4pr.model.prompts import Prompt, PromptBuilder, collate, entity_texts
+from llm4pr.model.prompts import Prompt, PromptBuilder, collate, entity_texts, shared_prefix
 from llm4pr.rankers.base import Ranker, fallback_result
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class LLM4PRRanker(Ranker):
         batch_size: int = 8,
         window: int = 20,
         stride: int = 10,
+        cache_prefix: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown inference mode '{mode}'; choose one of {', '.join(MODES)}")
@@ -50,6 +52,7 @@ class LLM4PRRanker(Ranker):
         self.batch_size = batch_size
         self.window = window
         self.stride = stride
+        self.prefix_cache = PrefixCache() if cache_prefix else None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", **kwargs: object) -> "LLM4PRRanker":
@@ -126,8 +129,10 @@ class LLM4PRRanker(Ranker):
         for request, positions in zip(requests, shown, strict=True):
             prompts.append(self._prompt(request, positions))
             inputs.append(self._inputs(request, positions))
-        batch = collate(prompts, self.builder.tokenizer.pad_token_id)
+        prefix = shared_prefix(prompts) if self.prefix_cache is not None else []
+        batch = collate(prompts, self.builder.tokenizer.pad_token_id, skip_prefix=len(prefix))
         with torch.inference_mode():
+            cache = self.prefix_cache.for_batch(self.model, prefix, len(prompts)) if prefix and self.prefix_cache else None
             return decode(
                 self.model,
                 batch,
@@ -136,6 +141,8 @@ class LLM4PRRanker(Ranker):
                 [len(p) for p in shown],
                 mode=mode,
                 eos_token_id=self.builder.tokenizer.eos_token_id,
+                prefix=cache,
+                cached_prefix=len(prefix),
             )
 
 

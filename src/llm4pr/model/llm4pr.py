@@ -147,15 +147,29 @@ class LLM4PRModel(nn.Module):
         soft = self.soft_tokens(inputs, batch.slot_sources).to(words.dtype)
         return words.index_put((batch.slot_batch.to(self.device), batch.slot_position.to(self.device)), soft)
 
-    def forward(self, batch: PromptBatch, inputs: Sequence[PromptInputs], **backbone_kwargs: Any) -> Any:
-        """The backbone's output for a batch of prompts (logits [B, T, V], and a cache if asked)."""
-        attention_mask = batch.attention_mask.to(self.device)
+    def forward(
+        self, batch: PromptBatch, inputs: Sequence[PromptInputs], cached_prefix: int = 0, **backbone_kwargs: Any
+    ) -> Any:
+        """The backbone's output for a batch of prompts (logits [B, T, V], and a cache if asked).
+
+        `cached_prefix` tokens precede every prompt in a key/value cache passed in
+        `backbone_kwargs`; the batch then holds only what follows them.
+        """
+        attention_mask = full_attention_mask(batch, cached_prefix).to(self.device)
         return self.backbone(
             inputs_embeds=self.inputs_embeds(batch, inputs),
             attention_mask=attention_mask,
-            position_ids=position_ids(attention_mask),
+            position_ids=position_ids(attention_mask)[:, cached_prefix:],
             **backbone_kwargs,
         )
+
+
+def full_attention_mask(batch: PromptBatch, cached_prefix: int) -> torch.Tensor:
+    """The batch's mask with the cached prefix's positions in front (always attended to)."""
+    mask = batch.attention_mask
+    if not cached_prefix:
+        return mask
+    return torch.cat([mask.new_ones(mask.shape[0], cached_prefix), mask], dim=1)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ class Prompt:
     slot_positions: list[int] = field(default_factory=list)
     slot_sources: list[tuple[SlotSource, int]] = field(default_factory=list)
     answer_start: int = -1  # index of the first answer token; logits at answer_start - 1 predict it
+    prefix_length: int = 0  # leading tokens that are the same for every prompt of the task
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -108,7 +109,9 @@ class PromptBuilder:
             )
         if texts is not None and (len(texts.history), len(texts.candidates)) != (n_history, n_candidates):
             raise ValueError("EntityTexts must describe exactly the prompt's history and candidates")
-        _add_text(prompt, self._text(f"{instruction}\nQuery: {query}\nUser:"))
+        _add_text(prompt, self._text(f"{instruction}\nQuery:"))
+        prompt.prefix_length = len(prompt.input_ids)
+        _add_text(prompt, self._text(f" {query}\nUser:"))
         if texts is None:
             _add_slot(prompt, self.slot_token_id, "user", 0)
         else:
@@ -200,6 +203,19 @@ def entity_texts(schema: FeatureSchema, user: User, history: Sequence[Item], can
     )
 
 
+def _without_prefix(prompt: Prompt, length: int) -> Prompt:
+    if any(position < length for position in prompt.slot_positions) or prompt.answer_start < length:
+        raise ValueError(f"cannot skip {length} tokens: soft tokens or the answer lie inside them")
+    return Prompt(
+        input_ids=prompt.input_ids[length:],
+        labels=prompt.labels[length:],
+        slot_positions=[p - length for p in prompt.slot_positions],
+        slot_sources=list(prompt.slot_sources),
+        answer_start=prompt.answer_start - length,
+        prefix_length=max(prompt.prefix_length - length, 0),
+    )
+
+
 def _add_text(prompt: Prompt, ids: list[int]) -> None:
     prompt.input_ids.extend(ids)
     prompt.labels.extend([IGNORE_INDEX] * len(ids))
@@ -212,8 +228,19 @@ def _add_slot(prompt: Prompt, slot_token_id: int, source: SlotSource, index: int
     prompt.labels.append(IGNORE_INDEX)
 
 
-def collate(prompts: Sequence[Prompt], pad_token_id: int) -> PromptBatch:
-    """Left-pad a batch of prompts into tensors."""
+def shared_prefix(prompts: Sequence[Prompt]) -> list[int]:
+    """The static prefix all prompts start with (empty unless every prompt has the same one)."""
+    first = prompts[0].input_ids[: prompts[0].prefix_length]
+    if all(p.input_ids[: p.prefix_length] == first for p in prompts):
+        return list(first)
+    return []
+
+
+def collate(prompts: Sequence[Prompt], pad_token_id: int, skip_prefix: int = 0) -> PromptBatch:
+    """Left-pad a batch of prompts into tensors, leaving out the first `skip_prefix` tokens of each
+    (whose keys and values come from a cache)."""
+    if skip_prefix:
+        prompts = [_without_prefix(p, skip_prefix) for p in prompts]
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
