@@ -25,7 +25,6 @@ file is kept without that side's features; a missing title, year, age, ...). Bot
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import math
@@ -35,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llm4pr.data.converters import parse_number, sha256_file
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import write_json, write_jsonl
 from llm4pr.data.movielens_protocol import (
@@ -45,7 +45,6 @@ from llm4pr.data.movielens_protocol import (
     Protocol,
     Rating,
     build_schema,
-    label_value,
 )
 
 logger = logging.getLogger(__name__)
@@ -142,7 +141,7 @@ def read_grouplens_100k(folder: Path) -> MovieLensData:
     ratings, items, users = _required_files(folder, "GroupLens ML-100K", "u.data", "u.item", "u.user")
     rows = _Collector("ml-100k", "grouplens-100k", (ratings, items, users))
     for user_id, age, gender, occupation, _zip in _split_lines(users, "latin-1", "|", rows, 5):
-        features = {"gender": _text(gender), "age": _number(age), "occupation": _text(occupation)}
+        features = {"gender": _text(gender), "age": parse_number(age), "occupation": _text(occupation)}
         rows.add_user(users.name, user_id, features)
     for fields in _split_lines(items, "latin-1", "|", rows, 5 + len(ML100K_GENRES)):
         title, year = _split_title(fields[1])
@@ -160,7 +159,7 @@ def read_grouplens_1m(folder: Path) -> MovieLensData:
     ratings, items, users = _required_files(folder, "GroupLens ML-1M", "ratings.dat", "movies.dat", "users.dat")
     rows = _Collector("ml-1m", "grouplens-1m", (ratings, items, users), age_description=ML1M_AGE_DESCRIPTION)
     for user_id, gender, age, occupation, _zip in _split_lines(users, "latin-1", "::", rows, 5):
-        features = {"gender": _text(gender), "age": _number(age), "occupation": _ml1m_occupation(occupation)}
+        features = {"gender": _text(gender), "age": parse_number(age), "occupation": _ml1m_occupation(occupation)}
         rows.add_user(users.name, user_id, features)
     for item_id, raw_title, genres in _split_lines(items, "latin-1", "::", rows, 3):
         title, year = _split_title(raw_title)
@@ -181,14 +180,14 @@ def read_atomic(inter_path: Path) -> MovieLensData:
         for row in _atomic_rows(user_path, ("user_id",), rows):
             features = {
                 "gender": _text(row.get("gender", "")),
-                "age": _number(row.get("age", "")),
+                "age": parse_number(row.get("age", "")),
                 "occupation": _text(row.get("occupation", "")),
             }
             rows.add_user(user_path.name, row["user_id"], features)
     if item_path.is_file():
         for row in _atomic_rows(item_path, ("item_id",), rows):
             title, title_year = _split_title(_column(row, "movie_title", "title"))
-            year = _number(_column(row, "release_year", "year"))
+            year = parse_number(_column(row, "release_year", "year"))
             if year is None:
                 year = title_year
             genres = _column(row, "class", "genre", "genres").split()
@@ -333,14 +332,6 @@ def _text(value: str) -> str | None:
     return None if value.lower() in _MISSING_TEXT else value
 
 
-def _number(value: str) -> int | float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return label_value(number) if math.isfinite(number) else None
-
-
 def _split_title(raw: str) -> tuple[str | None, int | None]:
     """GroupLens titles end in "(1995)": the title without it, and the year."""
     match = _TITLE_YEAR.match(raw.strip())
@@ -374,7 +365,7 @@ def _report(
         "dataset": data.dataset,
         "layout": data.layout,
         "source": str(source),
-        "input_files": {path.name: _sha256(path) for path in data.input_files},
+        "input_files": {path.name: sha256_file(path) for path in data.input_files},
         "seed": protocol.seed,
         "protocol": {
             "segment_length": protocol.segment_length,
@@ -391,13 +382,7 @@ def _report(
         },
         "skipped_rows": dict(sorted(data.skipped_rows.items())),
         "warnings": dict(sorted(data.warnings.items())),
-        "files": {name: {"sha256": _sha256(out / name)} for name in written},
+        "files": {name: {"sha256": sha256_file(out / name)} for name in written},
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -37,6 +37,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
+from llm4pr.data.converters import number_value
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
 
 Split = Literal["train", "valid", "test"]
@@ -149,11 +150,6 @@ def pseudo_query(seed: int, request_id: str) -> str:
     return random.Random(f"{seed}:{request_id}").choice(PSEUDO_QUERIES)
 
 
-def label_value(number: float) -> int | float:
-    """Integral numbers as JSON integers (`4`, not `4.0`): what the raw files say."""
-    return int(number) if number.is_integer() else number
-
-
 def id_sort_key(entity_id: str) -> tuple[int, int, str]:
     """Numeric ids in numeric order, then any other ids in string order: a stable output order."""
     return (0, int(entity_id), "") if entity_id.isdigit() else (1, 0, entity_id)
@@ -226,7 +222,7 @@ class MovieLensRequests:
         _, item, label = rating
         entry = self._entries.get((item, label))
         if entry is None:
-            entry = {"id": item, "features": self.item_features[item], "label": label_value(label)}
+            entry = {"id": item, "features": self.item_features[item], "label": number_value(label)}
             self._entries[item, label] = entry
         return entry
 
