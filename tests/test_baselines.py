@@ -1,0 +1,205 @@
+"""The baselines on the toy problem (labels follow item quality and user-genre affinity, the
+ranking-stage order is random): every baseline must learn the order, deterministically, on lists
+of any length; the ranking-stage signals and the reorder protocol behave as documented."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from llm4pr.baselines import (
+    BASELINES,
+    RANKING_STAGE_FEATURES,
+    Featuriser,
+    ItemQualityRanker,
+    LambdaMARTRanker,
+    RankingStage,
+    build_baseline,
+    reorder_by_ranking_stage,
+)
+from llm4pr.baselines.base import NotFittedError
+from llm4pr.baselines.features import RANKING_STAGE_SCORE
+from llm4pr.baselines.ltr import fold_assignment, out_of_fold
+from llm4pr.data.requests import PostRankRequest, RankResult
+from llm4pr.evaluation.evaluate import evaluate_run
+from llm4pr.rankers.base import InitialOrderRanker
+from toy import TOY_SCHEMA, toy_requests
+
+torch.set_num_threads(1)
+
+NEURAL = {"text_encoder": "hashing", "text_dim": 8, "hidden": 32, "epochs": 8}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "initial": {},
+    "item_quality": {"feature": "quality"},
+    "ltr_dnn": NEURAL,
+    "lambdamart": {"text_encoder": "hashing", "text_dim": 8, "n_estimators": 50, "n_jobs": 1},
+    "dlcm": NEURAL,
+    "setrank": NEURAL,
+    "prm": NEURAL,
+    "seq2slate": NEURAL,
+}
+LEARNED = [name for name in BASELINES if name != "initial"]
+
+
+def ndcg3(requests: Sequence[PostRankRequest], run: Sequence[RankResult]) -> float:
+    return evaluate_run(requests, run)["metrics"]["ndcg@3"]
+
+
+def assert_permutations(requests: Sequence[PostRankRequest], run: Sequence[RankResult]) -> None:
+    assert [r.request_id for r in run] == [q.request_id for q in requests]
+    for request, result in zip(requests, run, strict=True):
+        assert sorted(result.ranking) == sorted(request.candidate_ids)
+        assert not result.fallback
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[list[PostRankRequest], list[PostRankRequest]]:
+    requests = toy_requests(400, seed=1)  # one item table, so train and test share the items
+    return requests[:300], requests[300:]
+
+
+@pytest.fixture(scope="module")
+def fitted(split: tuple[list[PostRankRequest], list[PostRankRequest]]) -> dict[str, Any]:
+    train, _ = split
+    return {name: build_baseline(name, **SETTINGS[name]).fit(train, TOY_SCHEMA, seed=0) for name in BASELINES}
+
+
+def test_settings_cover_every_baseline() -> None:
+    assert set(SETTINGS) == set(BASELINES)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_baseline_beats_the_ranking_stage_order(name: str, fitted: dict[str, Any], split: Any) -> None:
+    _, test = split
+    run = fitted[name].rank(test)
+    assert_permutations(test, run)
+    baseline = ndcg3(test, InitialOrderRanker().rank(test))
+    assert ndcg3(test, run) > baseline + 0.15, (name, ndcg3(test, run), baseline)
+    assert fitted[name].uses_ranking_stage_signals is False
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_same_seed_same_rankings(name: str, fitted: dict[str, Any], split: Any) -> None:
+    train, test = split
+    again = build_baseline(name, **SETTINGS[name]).fit(train, TOY_SCHEMA, seed=0).rank(test)
+    first = fitted[name].rank(test)
+    assert [r.ranking for r in again] == [r.ranking for r in first]
+    assert [r.scores for r in again] == [r.scores for r in first]
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_long_lists(name: str) -> None:
+    requests = toy_requests(50, n_candidates=30, seed=4)
+    settings = {**SETTINGS[name], "epochs": 2} if "epochs" in SETTINGS[name] else SETTINGS[name]
+    ranker = build_baseline(name, **settings).fit(requests[:40], TOY_SCHEMA, valid_requests=requests[40:45])
+    assert_permutations(requests[45:], ranker.rank(requests[45:]))
+
+
+def test_setrank_is_permutation_invariant(fitted: dict[str, Any], split: Any) -> None:
+    _, test = split
+    rng = random.Random(0)
+    shuffled = [r.model_copy(update={"candidates": rng.sample(r.candidates, len(r.candidates))}) for r in test]
+    original = {r.request_id: dict(zip(r.ranking, r.scores or [])) for r in fitted["setrank"].rank(test)}
+    for result in fitted["setrank"].rank(shuffled):
+        for item_id, score in zip(result.ranking, result.scores or [], strict=True):
+            assert score == pytest.approx(original[result.request_id][item_id], abs=1e-5)
+
+
+def test_rank_before_fit_is_an_error(split: Any) -> None:
+    with pytest.raises(NotFittedError):
+        build_baseline("setrank", **NEURAL).rank(split[1])
+    with pytest.raises(ValueError, match="unknown baseline"):
+        build_baseline("nope")
+
+
+def test_a_failing_request_falls_back_alone(split: Any) -> None:
+    class Flaky(ItemQualityRanker):
+        def score(self, requests: Sequence[PostRankRequest]) -> list[np.ndarray]:
+            if any(r.request_id == "q301" for r in requests):
+                raise RuntimeError("boom")
+            return super().score(requests)
+
+    _, test = split
+    run = Flaky("quality").fit(test, TOY_SCHEMA).rank(test[:3])
+    assert [r.fallback for r in run] == [False, True, False]
+    assert run[1].ranking == test[1].candidate_ids and "boom" in (run[1].error or "")
+
+
+def test_item_quality_puts_missing_last_and_keeps_ties_in_order() -> None:
+    request = toy_requests(1, n_candidates=4)[0]
+    values = [2.0, None, 3.0, 2.0]
+    candidates = [
+        c.model_copy(update={"features": {**c.features, "quality": v}}) for c, v in zip(request.candidates, values)
+    ]
+    request = request.model_copy(update={"candidates": candidates})
+    ids = request.candidate_ids
+    ranking = ItemQualityRanker("quality").fit([request], TOY_SCHEMA).rank([request])[0].ranking
+    assert ranking == [ids[2], ids[0], ids[3], ids[1]]
+
+
+def test_featuriser_handles_unseen_and_missing_values() -> None:
+    train = toy_requests(30, seed=1)
+    odd = toy_requests(1, seed=9)[0]
+    user = odd.user.model_copy(update={"features": {"gender": "X"}})  # unseen value, missing age
+    candidates = [c.model_copy(update={"features": {"genres": ["Unknown"]}}) for c in odd.candidates]
+    odd = odd.model_copy(update={"user": user, "history": [], "candidates": candidates})
+    featuriser = Featuriser(TOY_SCHEMA, "hashing", text_dim=4)
+    featuriser.fit_transform(train)
+    (vectors,) = featuriser.transform([odd])
+    assert vectors.shape == (5, featuriser.dim) and np.isfinite(vectors).all()
+    assert not featuriser.uses_ranking_stage_signals
+
+
+def test_out_of_fold_scores_come_from_models_that_never_saw_the_request() -> None:
+    requests = toy_requests(23, seed=1)
+    seen_by: dict[str, set[str]] = {}
+
+    def fit_predict(train: list[PostRankRequest], held_out: list[PostRankRequest]) -> list[np.ndarray]:
+        trained_on = {r.request_id for r in train}
+        for request in held_out:
+            seen_by[request.request_id] = trained_on
+        return [np.full(len(r.candidates), float(len(trained_on))) for r in held_out]
+
+    scores = out_of_fold(requests, folds=4, seed=3, fit_predict=fit_predict)
+    assert len(scores) == len(requests) and set(seen_by) == {r.request_id for r in requests}
+    for request in requests:
+        assert request.request_id not in seen_by[request.request_id]
+        assert len(seen_by[request.request_id]) >= len(requests) - 6  # the other three folds
+    assignment = fold_assignment(23, 4, seed=3)
+    assert sorted(np.bincount(assignment).tolist()) == [5, 6, 6, 6]
+    assert (assignment == fold_assignment(23, 4, seed=3)).all()
+
+
+def test_reorder_by_ranking_stage_is_a_stable_sort() -> None:
+    request = toy_requests(1, n_candidates=5)[0]
+    ids = request.candidate_ids
+    (reordered,) = reorder_by_ranking_stage([request], [[0.5, 2.0, 0.5, 2.0, 1.0]])
+    assert reordered.candidate_ids == [ids[1], ids[3], ids[4], ids[0], ids[2]]
+    assert request.candidate_ids == ids  # the input is untouched
+    with pytest.raises(ValueError):
+        reorder_by_ranking_stage([request], [[1.0]])
+
+
+def test_ranking_stage_signals_and_order(split: Any) -> None:
+    train, test = split
+    train = train[:120]
+    stage = RankingStage.fit(train, TOY_SCHEMA, valid_requests=test[:20], folds=3, seed=0, **NEURAL)
+    prepared_train = stage.prepare(train, training=True, order="ranking_stage")
+    prepared_test = stage.prepare(test, training=False, order="ranking_stage")
+    for request, prepared, oof in zip(train, prepared_train, stage.train_scores, strict=True):
+        expected = sorted(zip(request.candidate_ids, oof), key=lambda pair: -pair[1])
+        got = [(c.id, c.features[RANKING_STAGE_SCORE]) for c in prepared.candidates]
+        assert got == [(i, pytest.approx(s)) for i, s in expected]
+        assert not any(name in c.features for c in request.candidates for name in RANKING_STAGE_FEATURES)
+    assert {s.name for s in stage.schema.features} >= RANKING_STAGE_FEATURES
+    assert 1 <= stage.model.best_epoch <= NEURAL["epochs"]
+    with pytest.raises(ValueError, match="training requests"):
+        stage.scores(test, training=True)
+    ranker = LambdaMARTRanker(**SETTINGS["lambdamart"]).fit(prepared_train, stage.schema)
+    assert ranker.uses_ranking_stage_signals
+    assert_permutations(prepared_test, ranker.rank(prepared_test))
