@@ -276,3 +276,21 @@ def test_prefix_cache_changes_nothing_but_speed(tiny: tuple[LLM4PRModel, PromptB
     if mode == "first_token":
         for c, p in zip(cached, plain):
             assert c.scores == pytest.approx(p.scores, abs=1e-4)
+
+
+def test_batch_loss_projects_only_the_answer_positions() -> None:
+    from llm4pr.training.trainer import batch_loss
+
+    model, builder = make_model(seed=2)
+    factory = ExampleFactory(builder, TOY_SCHEMA, max_history=10, shuffle_candidates=True)
+    rng = random.Random(1)
+    requests = toy_requests(4)
+    examples = [factory.main(requests[0], rng), factory.auxiliary(requests[1], rng), factory.adaptation(requests[2], 1), factory.main(requests[3], rng)]
+    batch = collate([e.prompt for e in examples], builder.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = model(batch, [e.inputs for e in examples]).logits
+        full = next_token_loss(logits, batch.labels) + listwise_first_token_loss(
+            logits, batch.answer_start, builder.identifier_ids, [e.candidate_labels for e in examples]
+        )
+        windowed = batch_loss(model, builder, examples, listwise_weight=1.0)
+    torch.testing.assert_close(windowed, full)

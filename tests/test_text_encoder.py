@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +110,16 @@ def test_minilm_gives_normalised_384d_vectors_that_rank_similar_sentences_closer
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
     again = encoder.encode(["tax law", "a funny movie for the whole family"])
     assert torch.equal(again[0], vectors[2]) and torch.equal(again[1], vectors[0])
+
+
+def test_exported_table_serves_texts_without_the_model(tmp_path: Path) -> None:
+    from llm4pr.features.text_encoder import HashingTextEncoder, TextEncoder, TextEncoderError
+
+    source = HashingTextEncoder(dim=8)
+    source.export(["Kolya", "what to watch", "Kolya"], tmp_path / "table.safetensors")
+    encoder = TextEncoder(str(tmp_path / "no-such-model"), table=tmp_path / "table.safetensors")
+    assert encoder.dim == 8
+    torch.testing.assert_close(encoder.encode(["what to watch", "Kolya"]), source.encode(["what to watch", "Kolya"]))
+    assert encoder._model is None  # the model was never needed
+    with pytest.raises(TextEncoderError, match="cannot load text encoder"):
+        encoder.encode(["a text outside the table"])

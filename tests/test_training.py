@@ -20,6 +20,7 @@ from llm4pr.model.llm4pr import LoraSettings, ModelConfig
 from llm4pr.model.prompts import PromptBuilder
 from llm4pr.training.checkpoint import save_checkpoint
 from llm4pr.training.config import TrainConfig
+import llm4pr.training.trainer as trainer_module
 from llm4pr.training.trainer import Trainer, learning_rate
 from toy import TOY_SCHEMA, toy_requests, write_toy_data
 
@@ -114,23 +115,23 @@ def test_interrupted_run_resumes_to_the_same_weights(
     expected = final_weights(tmp_path / "straight")
 
     interrupted = tmp_path / "interrupted"
-    original = Trainer._loss
+    original = trainer_module.batch_loss
     calls = {"post_rank": 0}
 
-    def crash_after_three(self: Trainer, model, builder, examples, listwise_weight):  # type: ignore[no-untyped-def]
+    def crash_after_three(model, builder, examples, listwise_weight):  # type: ignore[no-untyped-def]
         if examples[0].task != "adaptation":
             calls["post_rank"] += 1
             if calls["post_rank"] == 4:
                 raise KeyboardInterrupt
-        return original(self, model, builder, examples, listwise_weight)
+        return original(model, builder, examples, listwise_weight)
 
-    monkeypatch.setattr(Trainer, "_loss", crash_after_three)
+    monkeypatch.setattr(trainer_module, "batch_loss", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         Trainer(config, data_dir, interrupted, progress=False).run()
     state = json.loads((interrupted / "snapshot" / "trainer_state.json").read_text())
     assert (state["stage"], state["step"]) == ("post_rank", 2)
     assert (interrupted / "adaptation" / "config.json").is_file()
-    monkeypatch.setattr(Trainer, "_loss", original)
+    monkeypatch.setattr(trainer_module, "batch_loss", original)
     Trainer(config, data_dir, interrupted, progress=False).run()
     resumed = final_weights(interrupted)
     assert resumed.keys() == expected.keys()

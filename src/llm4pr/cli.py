@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--device", default="cpu")
     latency.set_defaults(handler=_bench_latency)
 
+    benchmark = commands.add_parser("benchmark", help="the paper's comparison: every row over several seeds")
+    benchmark.add_argument("--config", required=True, type=Path, help="benchmark config (see benchmarks/)")
+    benchmark.add_argument("--out", required=True, type=Path, help="results folder (resumed if it exists)")
+    benchmark.set_defaults(handler=_benchmark)
+
     demo = commands.add_parser("demo", help="the whole pipeline on the offline defaults (ML-100K, quick config)")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
     demo.add_argument("--config", type=Path, default=None, help="training config (default: configs/ml100k-quick.yaml)")
@@ -257,6 +262,13 @@ def _bench_latency(args: argparse.Namespace) -> int:
     from llm4pr.benchmarks.latency import bench_latency_command
 
     bench_latency_command(args.checkpoint, args.data, args.out, args.requests, args.device)
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from llm4pr.benchmarks.comparison import benchmark_command
+
+    benchmark_command(args.config, args.out)
     return 0
 
 

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+
+from llm4pr.data.jsonl import atomic_write_text
 
 DEFAULT_TEXT_ENCODER = "all-minilm-l6-v2"
 HASHING_TEXT_ENCODER = "hashing"
+TEXT_TABLE_ENV = "LLM4PR_TEXT_EMBEDDINGS"
 
 # Alias -> (module whose folder holds the model folder `model/`, pip requirement that installs it).
 _PACKAGED_ENCODERS: dict[str, tuple[str, str]] = {
@@ -69,9 +76,33 @@ class BaseTextEncoder(ABC):
     def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
         """Encode distinct texts not in the cache: (len(texts), dim), L2-normalised."""
 
+    def export(self, texts: Sequence[str], path: str | Path) -> None:
+        """Save the vectors of `texts` as a table (`.safetensors` + `.json` texts) that
+        `TextEncoder(..., table=path)` reads instead of running the model for those texts."""
+        distinct = list(dict.fromkeys(texts))
+        path = Path(path)
+        save_file({"vectors": self.encode(distinct).contiguous()}, path)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(distinct, ensure_ascii=False))
+
+    def _preload(self, path: str | Path) -> None:
+        path = Path(path)
+        vectors = load_file(path)["vectors"]
+        texts = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        if vectors.shape != (len(texts), self.dim):
+            raise TextEncoderError(f"{path}: table of shape {tuple(vectors.shape)} does not match {len(texts)} texts x {self.dim}")
+        with self._lock:
+            self._cache_size = max(self._cache_size, len(texts) + 10_000)  # never evict the table
+            for text, vector in zip(texts, vectors, strict=True):
+                self._cache[text] = vector.clone()
+
 
 class TextEncoder(BaseTextEncoder):
-    """A frozen sentence-transformers model: the packaged default or any name or local folder."""
+    """A frozen sentence-transformers model: the packaged default or any name or local folder.
+
+    With `table` (a file written by `export`, or `$LLM4PR_TEXT_EMBEDDINGS`), the table's texts
+    are served from it and the model is loaded only when a text outside it comes: a machine that
+    cannot hold or fetch the model can still train on a dataset whose texts were exported.
+    """
 
     def __init__(
         self,
@@ -79,7 +110,26 @@ class TextEncoder(BaseTextEncoder):
         device: str | None = None,
         batch_size: int = 64,
         cache_size: int = 100_000,
+        table: str | Path | None = None,
     ) -> None:
+        self.name_or_path, self.device, self.batch_size = name_or_path, device, batch_size
+        self._model: object | None = None
+        if table is not None:
+            dim = int(load_file(Path(table))["vectors"].shape[1])
+            super().__init__(dim, cache_size)
+            self._preload(table)
+        else:
+            super().__init__(self.model.get_embedding_dimension(), cache_size)
+
+    @property
+    def model(self) -> Any:
+        """The sentence-transformers model, loaded on first use."""
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        name_or_path = self.name_or_path
         if name_or_path in _PACKAGED_ENCODERS:
             location = str(_packaged_model_dir(name_or_path))
         else:
@@ -90,17 +140,16 @@ class TextEncoder(BaseTextEncoder):
         from sentence_transformers import SentenceTransformer
 
         try:
-            self.model = SentenceTransformer(location, device=device, local_files_only=local)
+            model = SentenceTransformer(location, device=self.device, local_files_only=local)
         except OSError as exc:
             raise TextEncoderError(
                 f"cannot load text encoder {name_or_path!r}: {exc}. Without a model hub, pass a "
                 f"local sentence-transformers folder, {DEFAULT_TEXT_ENCODER!r} or "
                 f"{HASHING_TEXT_ENCODER!r}."
             ) from exc
-        self.model.eval()
-        self.model.requires_grad_(False)
-        self.batch_size = batch_size
-        super().__init__(self.model.get_embedding_dimension(), cache_size)
+        model.eval()
+        model.requires_grad_(False)
+        return model
 
     def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
         return self.model.encode(
@@ -136,10 +185,11 @@ class HashingTextEncoder(BaseTextEncoder):
 def load_text_encoder(
     name: str = DEFAULT_TEXT_ENCODER, device: str | None = None
 ) -> BaseTextEncoder:
-    """`"hashing"` gives `HashingTextEncoder()`; any other name or path a `TextEncoder`."""
+    """`"hashing"` gives `HashingTextEncoder()`; any other name or path a `TextEncoder` (with the
+    exported table named by `$LLM4PR_TEXT_EMBEDDINGS`, if set)."""
     if name == HASHING_TEXT_ENCODER:
         return HashingTextEncoder()
-    return TextEncoder(name, device=device)
+    return TextEncoder(name, device=device, table=os.environ.get(TEXT_TABLE_ENV) or None)
 
 
 def _packaged_model_dir(alias: str) -> Path:

@@ -67,7 +67,8 @@ def decode(
     if (prefix is None) != (cached_prefix == 0):
         raise ValueError("a cached prefix needs both its cache and its length")
     cache = prefix or KeyValueCache(model)
-    output = model(batch, inputs, cached_prefix=cached_prefix, use_cache=mode != "first_token" or prefix is not None, **cache.argument())
+    use_cache = mode != "first_token" or prefix is not None
+    output = model(batch, inputs, cached_prefix=cached_prefix, use_cache=use_cache, logits_to_keep=1, **cache.argument())
     first_logits = output.logits[:, -1].float()
     if mode == "first_token":
         return [_order_by_scores(first_logits[row], identifier_ids, n) for row, n in enumerate(n_candidates)]

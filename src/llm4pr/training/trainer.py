@@ -66,6 +66,24 @@ def learning_rate(step: int, stage: StageConfig) -> float:
     return stage.min_learning_rate + (stage.learning_rate - stage.min_learning_rate) * cosine
 
 
+def batch_loss(model: LLM4PRModel, builder: PromptBuilder, examples: list[Example], listwise_weight: float) -> torch.Tensor:
+    """The training loss of one batch: next-token loss on the answers, plus the listwise term."""
+    batch = collate([e.prompt for e in examples], builder.tokenizer.pad_token_id)
+    # Left padding puts every answer at the end: logits are needed from the position before
+    # the earliest answer start onwards, and the vocabulary projection is skipped elsewhere.
+    width = batch.input_ids.shape[1]
+    keep = width - int(batch.answer_start.min()) + 1
+    logits = model(batch, [e.inputs for e in examples], logits_to_keep=keep).logits
+    loss = next_token_loss(logits, batch.labels[:, width - keep :])
+    if listwise_weight:
+        listwise = listwise_first_token_loss(
+            logits, batch.answer_start - (width - keep), builder.identifier_ids, [e.candidate_labels for e in examples]
+        )
+        if listwise is not None:
+            loss = loss + listwise_weight * listwise
+    return loss
+
+
 class Trainer:
     def __init__(
         self,
@@ -168,7 +186,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, stage_config)
             examples = make_batch(factory, step)
-            loss = self._loss(model, builder, examples, listwise_weight)
+            loss = batch_loss(model, builder, examples, listwise_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, stage_config.grad_clip)
             optimizer.step()
@@ -181,18 +199,6 @@ class Trainer:
                 state = {"stage": stage, "step": done, "loss": smoothed, "torch_rng": torch.get_rng_state().tolist()}
                 save_checkpoint(model, self.run_dir / SNAPSHOT_DIR, optimizer, state)
         model.eval()
-
-    def _loss(self, model: LLM4PRModel, builder: PromptBuilder, examples: list[Example], listwise_weight: float) -> torch.Tensor:
-        batch = collate([e.prompt for e in examples], builder.tokenizer.pad_token_id)
-        logits = model(batch, [e.inputs for e in examples]).logits
-        loss = next_token_loss(logits, batch.labels)
-        if listwise_weight:
-            listwise = listwise_first_token_loss(
-                logits, batch.answer_start, builder.identifier_ids, [e.candidate_labels for e in examples]
-            )
-            if listwise is not None:
-                loss = loss + listwise_weight * listwise
-        return loss
 
     # -- batches: pure functions of (seed, stage, step) ----------------------------------------------
 

@@ -1,0 +1,316 @@
+"""`llm4pr benchmark`: the paper's comparison, re-run here, every row over several seeds.
+
+Every row (a baseline, LLM4PR, an ablation, PTPR, the zero-shot LLM) is trained on the same
+training split and scored on the same test split, under each candidate-order protocol:
+`input` (the data's order; MovieLens: time, as in the paper) and `ranking_stage` (candidates
+sorted by the ranking-stage model's score, as a post-ranker receives them in production). Rows
+that consume the ranking-stage signals (its score and embeddings as features) say so.
+
+Each (protocol, row, seed) result is written to its own file as soon as it is done, so an
+interrupted benchmark resumes without redoing finished rows; LLM training runs resume too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from tqdm.auto import tqdm
+
+from llm4pr.data.errors import DataError, format_validation_error
+from llm4pr.data.jsonl import atomic_write_text, read_requests, write_json, write_jsonl
+from llm4pr.data.requests import PostRankRequest
+from llm4pr.data.schema import FeatureSchema
+from llm4pr.evaluation.evaluate import evaluate_run
+
+Protocol = Literal["input", "ranking_stage"]
+HEADLINE_METRICS = ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")
+
+
+class RowConfig(BaseModel):
+    """One row of the table: a baseline (by registry name) or an LLM4PR training config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    baseline: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="baseline constructor arguments")
+    llm4pr: Path | None = Field(default=None, description="training config (YAML) of an LLM row, relative to the working directory")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the training config")
+    mode: Literal["generate", "first_token"] = "generate"
+    signals: bool = Field(default=False, description="consume the ranking-stage score and embeddings as features")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "RowConfig":
+        if (self.baseline is None) == (self.llm4pr is None):
+            raise ValueError(f"row '{self.name}': give exactly one of 'baseline' or 'llm4pr'")
+        return self
+
+
+class BenchmarkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(default="recbole", description="MovieLens source for `llm4pr data prepare movielens`")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    protocols: list[Protocol] = Field(default_factory=lambda: ["input", "ranking_stage"], min_length=1)
+    max_train_requests: int | None = Field(default=None, gt=0, description="subsample the training split (all rows)")
+    max_test_requests: int | None = Field(default=None, gt=0)
+    ranking_stage_folds: int = Field(default=5, ge=2)
+    latency_requests: int = Field(default=50, ge=1, description="requests timed one by one for LLM rows")
+    rows: list[RowConfig] = Field(min_length=1)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BenchmarkConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            return cls.model_validate(raw)
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: benchmark config not found") from exc
+        except yaml.YAMLError as exc:
+            raise DataError(f"{path}: invalid YAML: {exc}") from exc
+        except ValidationError as exc:
+            raise DataError(f"{path}: invalid benchmark config: {format_validation_error(exc)}") from exc
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+class Benchmark:
+    def __init__(self, config: BenchmarkConfig, out: str | Path, progress: bool = True) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.progress = progress
+
+    # -- data --------------------------------------------------------------------------------------
+
+    def base_data(self) -> Path:
+        folder = self.out / "data" / "base"
+        if not (folder / "prepare.json").is_file():
+            from llm4pr.data.movielens import prepare_movielens
+
+            prepare_movielens(self.config.source, folder)
+        return folder
+
+    def variant(self, protocol: Protocol, signals: bool) -> Path:
+        """The prepared folder for a protocol, with or without the ranking-stage signals."""
+        base = self.base_data()
+        if protocol == "input" and not signals and self.config.max_train_requests is None and self.config.max_test_requests is None:
+            return base
+        folder = self.out / "data" / f"{protocol}-{'signals' if signals else 'plain'}"
+        if (folder / "schema.json").is_file():
+            return folder
+        schema = FeatureSchema.load(base / "schema.json")
+        splits = {split: read_requests(base / f"{split}.jsonl", schema) for split in ("train", "valid", "test")}
+        splits["train"] = _subsample(splits["train"], self.config.max_train_requests)
+        splits["test"] = splits["test"][: self.config.max_test_requests]
+        if protocol == "ranking_stage" or signals:
+            stage = self._ranking_stage(splits, schema)
+            splits = {
+                split: stage.prepare(requests, training=split == "train", order=protocol, signals=signals)
+                for split, requests in splits.items()
+            }
+            schema = stage.schema if signals else schema
+        for split, requests in splits.items():
+            write_jsonl(folder / f"{split}.jsonl", requests)
+        schema.save(folder / "schema.json")  # written last: marks a complete folder
+        return folder
+
+    def _ranking_stage(self, splits: dict[str, list[PostRankRequest]], schema: FeatureSchema) -> Any:
+        from llm4pr.baselines import RankingStage
+
+        if not hasattr(self, "_stage"):
+            self._stage = RankingStage.fit(splits["train"], schema, splits["valid"], folds=self.config.ranking_stage_folds, seed=0)
+        return self._stage
+
+    # -- rows --------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        jobs = [(p, row, seed) for p in self.config.protocols for row in self.config.rows for seed in self.config.seeds]
+        bar = tqdm(jobs, desc="benchmark", unit="run", disable=not self.progress)
+        for protocol, row, seed in bar:
+            bar.set_postfix_str(f"{protocol} / {row.name} / seed {seed}")
+            path = self._result_path(protocol, row, seed)
+            if not path.is_file():
+                write_json(path, self._run_row(protocol, row, seed))
+        results = self.collect()
+        write_json(self.out / "results.json", results)
+        atomic_write_text(self.out / "results.md", results_markdown(results))
+        plot_results(results, self.out / "results.png")
+        return results
+
+    def _result_path(self, protocol: Protocol, row: RowConfig, seed: int) -> Path:
+        return self.out / "rows" / protocol / slug(row.name) / f"seed{seed}.json"
+
+    def _run_row(self, protocol: Protocol, row: RowConfig, seed: int) -> dict[str, Any]:
+        data_dir = self.variant(protocol, row.signals)
+        schema = FeatureSchema.load(data_dir / "schema.json")
+        train = read_requests(data_dir / "train.jsonl", schema)
+        valid = read_requests(data_dir / "valid.jsonl", schema)
+        test = read_requests(data_dir / "test.jsonl", schema)
+        started = time.perf_counter()
+        extra: dict[str, Any] = {}
+        if row.baseline is not None:
+            from llm4pr.baselines import build_baseline
+
+            ranker = build_baseline(row.baseline, **row.params).fit(train, schema, valid, seed)
+            train_s = time.perf_counter() - started
+            run = ranker.rank(test)
+        else:
+            ranker = self._train_llm(protocol, row, seed, data_dir)
+            train_s = time.perf_counter() - started
+            run = ranker.rank(test, mode=row.mode)
+            extra = _llm_costs(ranker, test[: self.config.latency_requests], row.mode)
+        report = evaluate_run(test, run)
+        return {
+            "row": row.name,
+            "protocol": protocol,
+            "seed": seed,
+            "signals": row.signals,
+            "metrics": report["metrics"],
+            "n_test": len(test),
+            "n_train": len(train),
+            "train_s": round(train_s, 1),
+            "fallbacks": sum(r.fallback for r in run),
+            **extra,
+        }
+
+    def _train_llm(self, protocol: Protocol, row: RowConfig, seed: int, data_dir: Path) -> Any:
+        from llm4pr.inference.ranker import LLM4PRRanker
+        from llm4pr.training.config import TrainConfig
+        from llm4pr.training.trainer import Trainer
+
+        raw = yaml.safe_load(Path(row.llm4pr).read_text(encoding="utf-8")) or {}  # type: ignore[arg-type]
+        raw = deep_merge(raw, {**row.overrides, "seed": seed})
+        config = TrainConfig.model_validate(raw)
+        run_dir = self.out / "runs" / protocol / slug(row.name) / f"seed{seed}"
+        Trainer(config, data_dir, run_dir, progress=self.progress).run()
+        return LLM4PRRanker.from_pretrained(run_dir, batch_size=16)
+
+    # -- results -----------------------------------------------------------------------------------
+
+    def collect(self) -> dict[str, Any]:
+        rows = []
+        for protocol in self.config.protocols:
+            for row in self.config.rows:
+                seeds = [
+                    _read(self._result_path(protocol, row, seed)) for seed in self.config.seeds if self._result_path(protocol, row, seed).is_file()
+                ]
+                if seeds:
+                    rows.append(_summarise(protocol, row, seeds))
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "rows": rows,
+        }
+
+
+def _subsample(requests: list[PostRankRequest], limit: int | None) -> list[PostRankRequest]:
+    from llm4pr.training.trainer import subsample
+
+    return subsample(requests, limit, seed=0)
+
+
+def _llm_costs(ranker: Any, requests: list[PostRankRequest], mode: str) -> dict[str, Any]:
+    latencies = []
+    for request in requests:
+        started = time.perf_counter()
+        ranker.rank([request], mode=mode)
+        latencies.append((time.perf_counter() - started) * 1000.0)
+    return {
+        "mean_input_tokens": round(statistics.fmean(ranker.prompt_length(r) for r in requests), 2),
+        "latency_p50_ms": round(statistics.median(latencies), 1),
+    }
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "row": row.name,
+        "protocol": protocol,
+        "signals": row.signals,
+        "kind": "baseline" if row.baseline else "llm",
+        "seeds": [s["seed"] for s in seeds],
+        "per_seed": {str(s["seed"]): s["metrics"] for s in seeds},
+        "mean": {},
+        "std": {},
+        "train_s_mean": round(statistics.fmean(s["train_s"] for s in seeds), 1),
+    }
+    for metric in HEADLINE_METRICS:
+        values = [s["metrics"][metric] for s in seeds if s["metrics"].get(metric) is not None]
+        summary["mean"][metric] = round(statistics.fmean(values), 4) if values else None
+        summary["std"][metric] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+    for key in ("mean_input_tokens", "latency_p50_ms"):
+        values = [s[key] for s in seeds if key in s]
+        if values:
+            summary[key] = round(statistics.fmean(values), 2)
+    return summary
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    lines = []
+    for protocol in dict.fromkeys(r["protocol"] for r in results["rows"]):
+        lines += [f"### Candidate order: {protocol}", ""]
+        lines.append("| row | signals | " + " | ".join(HEADLINE_METRICS) + " | input tokens | p50 ms | train s | seeds |")
+        lines.append("|---|---|" + "---|" * len(HEADLINE_METRICS) + "---|---|---|---|")
+        for row in (r for r in results["rows"] if r["protocol"] == protocol):
+            cells = [
+                f"{row['mean'][m]:.4f} ± {row['std'][m]:.4f}" if row["mean"][m] is not None else "n/a" for m in HEADLINE_METRICS
+            ]
+            tokens = f"{row['mean_input_tokens']:.0f}" if "mean_input_tokens" in row else ""
+            latency = f"{row['latency_p50_ms']:.0f}" if "latency_p50_ms" in row else ""
+            lines.append(
+                f"| {row['row']} | {'yes' if row['signals'] else 'no'} | " + " | ".join(cells)
+                + f" | {tokens} | {latency} | {row['train_s_mean']:.0f} | {len(row['seeds'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_results(results: dict[str, Any], path: Path) -> None:
+    """NDCG@3 per row (mean, with the spread over seeds), one panel per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocols = list(dict.fromkeys(r["protocol"] for r in results["rows"]))
+    fig, axes = plt.subplots(1, len(protocols), figsize=(7 * len(protocols), 0.45 * max(len(results["rows"]) // len(protocols), 4) + 1.5), squeeze=False)
+    for ax, protocol in zip(axes[0], protocols, strict=True):
+        rows = [r for r in results["rows"] if r["protocol"] == protocol and r["mean"]["ndcg@3"] is not None]
+        names = [r["row"] + (" *" if r["signals"] else "") for r in rows]
+        means = [r["mean"]["ndcg@3"] for r in rows]
+        colours = ["tab:orange" if r["kind"] == "llm" else "tab:blue" for r in rows]
+        ax.barh(names, means, xerr=[r["std"]["ndcg@3"] for r in rows], color=colours)
+        ax.invert_yaxis()
+        low = min(means) - 0.02
+        ax.set_xlim(max(low, 0.0), min(max(means) + 0.02, 1.0))
+        ax.set_xlabel("NDCG@3 on the test split (mean over seeds)")
+        ax.set_title(f"candidate order: {protocol}  (* uses ranking-stage signals; orange: LLM rows)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def benchmark_command(config_path: Path, out: Path) -> dict[str, Any]:
+    results = Benchmark(BenchmarkConfig.load(config_path), out).run()
+    print(results_markdown(results))
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
+    return results

@@ -1,0 +1,92 @@
+"""`llm4pr benchmark`: every row over seeds, three output files, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llm4pr.benchmarks.comparison import Benchmark, BenchmarkConfig, deep_merge, results_markdown
+from llm4pr.cli import main
+from llm4pr.data.errors import DataError
+from llm4pr.model.backbone import tiny_backbone
+
+FIXTURE = Path(__file__).parent / "fixtures" / "movielens" / "grouplens-100k"
+
+
+@pytest.fixture(scope="module")
+def llm_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bench-llm")
+    model, tokenizer = tiny_backbone(seed=0)
+    model.save_pretrained(folder / "backbone")
+    tokenizer.save_pretrained(folder / "backbone")
+    config = {
+        "max_valid_requests": 2,
+        "model": {"backbone": str(folder / "backbone"), "text_encoder": "hashing", "qia_hidden_dim": 16, "categorical_dim": 4,
+                  "lora": {"r": 2, "alpha": 4}},
+        "adaptation": {"steps": 1, "batch_size": 2},
+        "post_rank": {"steps": 1, "batch_size": 2},
+    }
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def write_config(tmp_path: Path, llm_config: Path) -> Path:
+    config = {
+        "source": str(FIXTURE),
+        "seeds": [0, 1],
+        "protocols": ["input", "ranking_stage"],
+        "ranking_stage_folds": 2,
+        "latency_requests": 2,
+        "rows": [
+            {"name": "ranking-stage order", "baseline": "initial"},
+            {"name": "item quality", "baseline": "item_quality"},
+            {"name": "LambdaMART + signals", "baseline": "lambdamart", "signals": True,
+             "params": {"n_estimators": 5, "min_data_in_leaf": 1, "text_encoder": "hashing"}},
+            {"name": "LLM4PR", "llm4pr": str(llm_config)},
+            {"name": "PTPR", "llm4pr": str(llm_config), "overrides": {"model": {"prompt_style": "text"}, "adaptation": {"steps": 0}}},
+        ],
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config_path = write_config(tmp_path, llm_config)
+    out = tmp_path / "out"
+    assert main(["benchmark", "--config", str(config_path), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = {(r["protocol"], r["row"]): r for r in results["rows"]}
+    assert len(rows) == 10
+    for row in rows.values():
+        assert row["seeds"] == [0, 1]
+        assert set(row["mean"]) == {"ndcg@3", "ndcg@5", "mrr@3", "mrr@5"}
+    assert rows[("input", "LLM4PR")]["mean_input_tokens"] < rows[("input", "PTPR")]["mean_input_tokens"]
+    assert "latency_p50_ms" in rows[("input", "LLM4PR")] and "latency_p50_ms" not in rows[("input", "item quality")]
+    assert rows[("input", "LambdaMART + signals")]["signals"] is True
+    assert "| LLM4PR | no |" in (out / "results.md").read_text()
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+    def must_not_run(*args: object) -> None:
+        raise AssertionError("a finished row was run again")
+
+    monkeypatch.setattr(Benchmark, "_run_row", must_not_run)
+    assert Benchmark(BenchmarkConfig.load(config_path), out, progress=False).run()["rows"] == results["rows"]
+
+
+def test_config_errors_name_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"rows": [{"name": "x", "baseline": "initial", "llm4pr": "c.yaml"}]}))
+    with pytest.raises(DataError, match="row 'x': give exactly one of 'baseline' or 'llm4pr'"):
+        BenchmarkConfig.load(path)
+
+
+def test_deep_merge_and_markdown() -> None:
+    assert deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
+    row = {"row": "r", "protocol": "input", "signals": False, "kind": "baseline", "seeds": [0], "train_s_mean": 1.0,
+           "mean": {m: 0.5 for m in ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")}, "std": {m: 0.0 for m in ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")}}
+    assert "| r | no | 0.5000 ± 0.0000" in results_markdown({"rows": [row]})
