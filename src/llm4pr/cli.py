@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_library_progress_bars() -> None:
-    """Keep the terminal for our own progress bars (transformers draws one per weight load)."""
+    """Keep the terminal for our own progress bars (transformers draws one per weight load) and
+    drop a deprecation warning that peft triggers inside transformers on every LoRA load."""
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         from transformers.utils import logging as transformers_logging
     except ImportError:
