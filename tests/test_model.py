@@ -175,7 +175,7 @@ def test_one_optimiser_step_lowers_the_loss() -> None:
     optimizer.step()
     with torch.no_grad():
         after = loss()
-    assert float(after) < float(before)
+    assert after.item() < before.detach().item()
 
 
 def test_repair() -> None:
