@@ -12,7 +12,6 @@ from llm4pr.cli import main
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, read_run
 from llm4pr.features.encoders import FeatureStats
-from llm4pr.features.text_encoder import load_text_encoder
 from llm4pr.inference.ranker import LLM4PRRanker, resolve_checkpoint
 from llm4pr.model.backbone import tiny_backbone
 from llm4pr.model.factory import add_lora, build_model, load_model

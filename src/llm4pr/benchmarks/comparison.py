@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from llm4pr.data.errors import DataError, format_validation_error
+from llm4pr.data.config_files import load_yaml_model
 from llm4pr.data.jsonl import atomic_write_text, read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
@@ -68,16 +68,7 @@ class BenchmarkConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchmarkConfig":
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            return cls.model_validate(raw)
-        except FileNotFoundError as exc:
-            raise DataError(f"{path}: benchmark config not found") from exc
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: invalid YAML: {exc}") from exc
-        except ValidationError as exc:
-            raise DataError(f"{path}: invalid benchmark config: {format_validation_error(exc)}") from exc
+        return load_yaml_model(cls, path, "benchmark config")
 
 
 def slug(name: str) -> str:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llm4pr.data.errors import DataError, format_validation_error
+from llm4pr.data.config_files import load_yaml_model
 from llm4pr.model.llm4pr import ModelConfig
 
 
@@ -55,14 +54,4 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError as exc:
-            raise DataError(f"{path}: config file not found") from exc
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: invalid YAML: {exc}") from exc
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            raise DataError(f"{path}: invalid config: {format_validation_error(exc)}") from exc
+        return load_yaml_model(cls, path, "training config")
