@@ -87,6 +87,7 @@ class Benchmark:
         self.config = config
         self.out = Path(out)
         self.progress = progress
+        self._stage: Any = None  # the ranking-stage model, fitted once when a variant needs it
 
     # -- data --------------------------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class Benchmark:
     def _ranking_stage(self, splits: dict[str, list[PostRankRequest]], schema: FeatureSchema) -> Any:
         from llm4pr.baselines import RankingStage
 
-        if not hasattr(self, "_stage"):
+        if self._stage is None:
             self._stage = RankingStage.fit(splits["train"], schema, splits["valid"], folds=self.config.ranking_stage_folds, seed=0)
         return self._stage
 
@@ -217,11 +218,9 @@ def _subsample(requests: list[PostRankRequest], limit: int | None) -> list[PostR
 
 
 def _llm_costs(ranker: Any, requests: list[PostRankRequest], mode: str) -> dict[str, Any]:
-    latencies = []
-    for request in requests:
-        started = time.perf_counter()
-        ranker.rank([request], mode=mode)
-        latencies.append((time.perf_counter() - started) * 1000.0)
+    from llm4pr.benchmarks.latency import per_request_latency
+
+    latencies = per_request_latency(lambda batch: ranker.rank(batch, mode=mode), requests)
     return {
         "mean_input_tokens": round(statistics.fmean(ranker.prompt_length(r) for r in requests), 2),
         "latency_p50_ms": round(statistics.median(latencies), 1),

@@ -122,17 +122,15 @@ class Trainer:
 
     def run(self, stages: Sequence[Stage] = STAGES) -> dict[str, Any]:
         torch.manual_seed(self.config.seed)
-        model, tokenizer = None, None
         for stage in stages:
             stage_config = self._stage_config(stage)
             final_dir = self.run_dir / STAGE_DIRS[stage]
             if (final_dir / "config.json").is_file():
                 logger.info("stage %s already finished in %s", stage, final_dir)
-                model, tokenizer = None, None
                 continue
-            model, tokenizer, start = self._start_stage(stage)
+            model, tokenizer, resume = self._start_stage(stage)
             if stage_config.steps:
-                self._train(stage, model, tokenizer, start)
+                self._train(stage, model, tokenizer, resume)
             save_checkpoint(model, final_dir)
             shutil.rmtree(self.run_dir / SNAPSHOT_DIR, ignore_errors=True)
         if "post_rank" not in stages:
@@ -142,14 +140,15 @@ class Trainer:
     def _stage_config(self, stage: Stage) -> StageConfig:
         return self.config.adaptation if stage == "adaptation" else self.config.post_rank
 
-    def _start_stage(self, stage: Stage) -> tuple[LLM4PRModel, Any, int]:
-        """The model to train from: a snapshot of this stage, the previous stage, or a fresh one."""
+    def _start_stage(self, stage: Stage) -> tuple[LLM4PRModel, Any, dict[str, Any] | None]:
+        """The model to train from: a snapshot of this stage (with its trainer state), the previous
+        stage, or a fresh one."""
         snapshot = self.run_dir / SNAPSHOT_DIR
         state = read_trainer_state(snapshot)
         if state is not None and state.get("stage") == stage:
             model, tokenizer = load_model(snapshot, device=self.device, trainable=True)
             logger.info("resuming %s at step %d", stage, state["step"])
-            return model, tokenizer, int(state["step"])
+            return model, tokenizer, state
         adapted = self.run_dir / STAGE_DIRS["adaptation"]
         if stage == "post_rank" and self.config.adaptation.steps and not (adapted / "config.json").is_file():
             raise DataError(f"{self.run_dir}: learning to post-rank needs feature adaptation first (run --stage adaptation)")
@@ -159,9 +158,9 @@ class Trainer:
             model, tokenizer = build_model(self.config.model, self.schema, self.stats, device=self.device)
         if stage == "post_rank":
             add_lora(model, self.config.model.lora)
-        return model, tokenizer, 0
+        return model, tokenizer, None
 
-    def _train(self, stage: Stage, model: LLM4PRModel, tokenizer: Any, start: int) -> None:
+    def _train(self, stage: Stage, model: LLM4PRModel, tokenizer: Any, resume: dict[str, Any] | None) -> None:
         stage_config = self._stage_config(stage)
         builder = PromptBuilder(tokenizer, self.config.model.identifiers)
         factory = ExampleFactory(
@@ -173,10 +172,10 @@ class Trainer:
         )
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
-        if start:
+        start = int(resume["step"]) if resume else 0
+        if resume:
             load_optimizer(optimizer, self.run_dir / SNAPSHOT_DIR)
-            state = read_trainer_state(self.run_dir / SNAPSHOT_DIR) or {}
-            torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+            torch.set_rng_state(torch.tensor(resume["torch_rng"], dtype=torch.uint8))
         model.train()
         make_batch = self._adaptation_batch if stage == "adaptation" else self._post_rank_batch
         listwise_weight = self.config.post_rank.listwise_loss_weight if stage == "post_rank" else 0.0
