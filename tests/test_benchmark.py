@@ -47,6 +47,7 @@ def write_config(tmp_path: Path, llm_config: Path) -> Path:
             {"name": "LambdaMART + signals", "baseline": "lambdamart", "signals": True,
              "params": {"n_estimators": 5, "min_data_in_leaf": 1, "text_encoder": "hashing"}},
             {"name": "LLM4PR", "llm4pr": str(llm_config)},
+            {"name": "LLM4PR (first_token)", "llm4pr": str(llm_config), "mode": "first_token"},
             {"name": "PTPR", "llm4pr": str(llm_config), "overrides": {"model": {"prompt_style": "text"}, "adaptation": {"steps": 0}}},
         ],
     }
@@ -61,7 +62,9 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
     assert main(["benchmark", "--config", str(config_path), "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {(r["protocol"], r["row"]): r for r in results["rows"]}
-    assert len(rows) == 10
+    assert len(rows) == 12 and results["complete"] and results["pending"] == []
+    # the two LLM4PR rows train the same model: one run per protocol and seed, not two
+    assert len(list((out / "runs" / "input").iterdir())) == 2 * 2  # (LLM4PR, PTPR) x 2 seeds
     for row in rows.values():
         assert row["seeds"] == [0, 1]
         assert set(row["mean"]) == {"ndcg@3", "ndcg@5", "mrr@3", "mrr@5"}
@@ -76,6 +79,27 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
 
     monkeypatch.setattr(Benchmark, "_run_row", must_not_run)
     assert Benchmark(BenchmarkConfig.load(config_path), out, progress=False).run()["rows"] == results["rows"]
+
+
+def test_cheap_rows_first_and_partial_results(tmp_path: Path, llm_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = BenchmarkConfig.load(write_config(tmp_path, llm_config))
+    bench = Benchmark(config, tmp_path / "out", progress=False)
+    kinds = ["baseline" if row.baseline else "llm" for _, row, _ in bench.jobs()]
+    assert kinds == sorted(kinds) and len(kinds) == 2 * 2 * 6  # baselines first; 2 protocols x 2 seeds x 6 rows
+    assert [seed for _, row, seed in bench.jobs() if row.llm4pr][:6] == [0] * 6  # one seed of every LLM row first
+
+    def interrupted(self: Benchmark, protocol: str, row: object, seed: int) -> dict[str, object]:
+        if getattr(row, "llm4pr", None):
+            raise KeyboardInterrupt
+        return {"row": row.name, "protocol": protocol, "seed": seed, "signals": False, "train_s": 0.0,  # type: ignore[attr-defined]
+                "metrics": {m: 0.5 for m in ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")}}
+
+    monkeypatch.setattr(Benchmark, "_run_row", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert not results["complete"] and len(results["pending"]) == 2 * 2 * 3
+    assert "**Incomplete:** 12 runs done, 12 pending" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ interrupted benchmark resumes without redoing finished rows; LLM training runs r
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 import statistics
@@ -132,18 +133,31 @@ class Benchmark:
 
     # -- rows --------------------------------------------------------------------------------------
 
+    def jobs(self) -> list[tuple[Protocol, RowConfig, int]]:
+        """Every (protocol, row, seed), cheapest first: all baseline rows, then the LLM rows seed by
+        seed, so that an interrupted benchmark has whole baseline rows and one seed of every LLM row
+        before it spends time on further seeds."""
+        baselines = [(p, row, seed) for p in self.config.protocols for row in self.config.rows if row.baseline for seed in self.config.seeds]
+        llm = [(p, row, seed) for seed in self.config.seeds for p in self.config.protocols for row in self.config.rows if row.llm4pr]
+        return baselines + llm
+
     def run(self) -> dict[str, Any]:
-        jobs = [(p, row, seed) for p in self.config.protocols for row in self.config.rows for seed in self.config.seeds]
-        bar = tqdm(jobs, desc="benchmark", unit="run", disable=not self.progress)
+        bar = tqdm(self.jobs(), desc="benchmark", unit="run", disable=not self.progress)
+        results = self.write_results()
         for protocol, row, seed in bar:
             bar.set_postfix_str(f"{protocol} / {row.name} / seed {seed}")
             path = self._result_path(protocol, row, seed)
             if not path.is_file():
                 write_json(path, self._run_row(protocol, row, seed))
+                results = self.write_results()  # a partial table is readable while the rest runs
+        return results
+
+    def write_results(self) -> dict[str, Any]:
         results = self.collect()
         write_json(self.out / "results.json", results)
         atomic_write_text(self.out / "results.md", results_markdown(results))
-        plot_results(results, self.out / "results.png")
+        if results["rows"]:
+            plot_results(results, self.out / "results.png")
         return results
 
     def _result_path(self, protocol: Protocol, row: RowConfig, seed: int) -> Path:
@@ -190,7 +204,9 @@ class Benchmark:
         raw = yaml.safe_load(Path(row.llm4pr).read_text(encoding="utf-8")) or {}  # type: ignore[arg-type]
         raw = deep_merge(raw, {**row.overrides, "seed": seed})
         config = TrainConfig.model_validate(raw)
-        run_dir = self.out / "runs" / protocol / slug(row.name) / f"seed{seed}"
+        # Rows that train the same way (e.g. one model evaluated in two modes) share one run.
+        digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), row.signals], sort_keys=True).encode()).hexdigest()[:12]
+        run_dir = self.out / "runs" / protocol / digest
         Trainer(config, data_dir, run_dir, progress=self.progress).run()
         return LLM4PRRanker.from_pretrained(run_dir, batch_size=16)
 
@@ -205,10 +221,10 @@ class Benchmark:
                 ]
                 if seeds:
                     rows.append(_summarise(protocol, row, seeds))
-        return {
-            "config": self.config.model_dump(mode="json"),
-            "rows": rows,
-        }
+        pending = [
+            {"protocol": p, "row": row.name, "seed": seed} for p, row, seed in self.jobs() if not self._result_path(p, row, seed).is_file()
+        ]
+        return {"config": self.config.model_dump(mode="json"), "complete": not pending, "pending": pending, "rows": rows}
 
 
 def _subsample(requests: list[PostRankRequest], limit: int | None) -> list[PostRankRequest]:
@@ -256,6 +272,9 @@ def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]]) -> di
 
 def results_markdown(results: dict[str, Any]) -> str:
     lines = []
+    if results.get("pending"):
+        runs = sum(len(r["seeds"]) for r in results["rows"])
+        lines += [f"**Incomplete:** {runs} runs done, {len(results['pending'])} pending (listed in results.json).", ""]
     for protocol in dict.fromkeys(r["protocol"] for r in results["rows"]):
         lines += [f"### Candidate order: {protocol}", ""]
         lines.append("| row | signals | " + " | ".join(HEADLINE_METRICS) + " | input tokens | p50 ms | train s | seeds |")
