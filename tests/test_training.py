@@ -117,12 +117,12 @@ def test_interrupted_run_resumes_to_the_same_weights(
     original = trainer_module.batch_loss
     calls = {"post_rank": 0}
 
-    def crash_after_three(model, builder, examples, listwise_weight):  # type: ignore[no-untyped-def]
+    def crash_after_three(model, builder, examples, *args):  # type: ignore[no-untyped-def]
         if examples[0].task != "adaptation":
             calls["post_rank"] += 1
             if calls["post_rank"] == 4:
                 raise KeyboardInterrupt
-        return original(model, builder, examples, listwise_weight)
+        return original(model, builder, examples, *args)
 
     monkeypatch.setattr(trainer_module, "batch_loss", crash_after_three)
     with pytest.raises(KeyboardInterrupt):

@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, type=Path, help="folder with train.jsonl, valid.jsonl, schema.json")
     train.add_argument("--out", required=True, type=Path, help="run folder (created, or resumed if it exists)")
     train.add_argument("--stage", choices=["all", "adaptation", "post_rank"], default="all")
-    train.add_argument("--device", default="cpu")
+    train.add_argument("--device", choices=["auto", "cpu"], default="auto",
+                       help="auto: Accelerate picks (a GPU per process where there is one); cpu: CPU only")
+    train.add_argument("--num-processes", type=int, default=1,
+                       help="data-parallel processes on this machine (runs `accelerate launch`; see docs/scaling.md)")
     train.set_defaults(handler=_train)
 
     rank = commands.add_parser("rank", help="post-rank requests with a trained checkpoint")
@@ -221,14 +224,32 @@ def _train(args: argparse.Namespace) -> int:
     from llm4pr.training.trainer import STAGES, Trainer
 
     config = TrainConfig.load(args.config)
+    if args.num_processes > 1:
+        return _launch_processes(args)
     stages = STAGES if args.stage == "all" else (args.stage,)
-    report = Trainer(config, args.data, args.out, device=args.device).run(stages)
+    trainer = Trainer(config, args.data, args.out, device=args.device)
+    report = trainer.run(stages)
+    if not trainer.is_main:  # the other processes of `accelerate launch` stay quiet
+        return 0
     if report:
         for mode in ("generate", "first_token"):
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in report[mode]["metrics"].items())
             print(f"validation ({mode}): {metrics}")
     print(f"run folder: {args.out}")
     return 0
+
+
+def _launch_processes(args: argparse.Namespace) -> int:
+    """`llm4pr train --num-processes N`: the same command under `accelerate launch` on this machine."""
+    import subprocess
+
+    # --multi_gpu is Accelerate's torchrun launcher; with --device cpu its processes use gloo on the
+    # CPU (Accelerate's --cpu flag alone starts a single process unless MPI is set up).
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+              "--num_processes", str(args.num_processes), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command = [*launch, "-m", "llm4pr", *(["--verbose"] if args.verbose else []), "train", "--config", str(args.config), "--data", str(args.data), "--out", str(args.out),
+               "--stage", args.stage, "--device", args.device]
+    return subprocess.run(command, check=False).returncode
 
 
 def _rank(args: argparse.Namespace) -> int:

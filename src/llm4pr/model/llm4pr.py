@@ -104,12 +104,14 @@ class LLM4PRModel(nn.Module):
     def device(self) -> torch.device:
         return self.soft_token_scale.device
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Encoders, adapters and the scale: what `encoders.safetensors` holds (LoRA is saved by PEFT)."""
-        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter")
-        state = {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in modules}
-        state["soft_token_scale"] = self.soft_token_scale
-        return state
+    def trainable_state_dict(self, full_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Encoders, adapters and the scale: what `encoders.safetensors` holds (LoRA is saved by PEFT).
+
+        Taken from `full_state` when given (the full weights gathered from sharded training processes).
+        """
+        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter", "soft_token_scale")
+        state = full_state if full_state is not None else self.state_dict()
+        return {k: v for k, v in state.items() if k.split(".", 1)[0] in modules}
 
     def soft_tokens(self, inputs: Sequence[PromptInputs], slot_sources: Sequence[Sequence[tuple[str, int]]]) -> torch.Tensor:
         """One LLM input vector per slot, in the order of the batch's slots (prompt by prompt)."""

@@ -30,6 +30,7 @@ from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig
 FORMAT = "llm4pr-checkpoint"
 FORMAT_VERSION = 1
 ADAPTER_DIR = "adapter"
+OPTIMIZER_FILE = "optimizer.safetensors"
 
 
 def save_checkpoint(
@@ -37,7 +38,9 @@ def save_checkpoint(
     path: str | Path,
     optimizer: torch.optim.Optimizer | None = None,
     trainer_state: dict[str, Any] | None = None,
+    full_state: dict[str, torch.Tensor] | None = None,
 ) -> None:
+    """Write `model` (or, when given, `full_state`: its weights gathered from sharded processes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
@@ -52,12 +55,14 @@ def save_checkpoint(
                 "stats": model.stats.to_dict(),
             },
         )
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}, tmp / "encoders.safetensors")
+        trainable = model.trainable_state_dict(full_state)
+        save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, tmp / "encoders.safetensors")
         if hasattr(model.backbone, "peft_config"):
-            model.backbone.save_pretrained(tmp / ADAPTER_DIR)
+            backbone_state = None if full_state is None else {k.removeprefix("backbone."): v for k, v in full_state.items() if k.startswith("backbone.")}
+            model.backbone.save_pretrained(tmp / ADAPTER_DIR, state_dict=backbone_state)
         if optimizer is not None:
             tensors, structure = _flatten_optimizer(optimizer)
-            save_file(tensors, tmp / "optimizer.safetensors")
+            save_file(tensors, tmp / OPTIMIZER_FILE)
             write_json(tmp / "optimizer.json", structure)
         if trainer_state is not None:
             write_json(tmp / "trainer_state.json", trainer_state)
@@ -99,7 +104,7 @@ def has_adapter(path: str | Path) -> bool:
 def load_optimizer(optimizer: torch.optim.Optimizer, path: str | Path) -> None:
     path = Path(path)
     structure = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
-    tensors = load_file(path / "optimizer.safetensors")
+    tensors = load_file(path / OPTIMIZER_FILE)
     state: dict[int, dict[str, Any]] = {}
     for key, tensor in tensors.items():
         index, name = key.split(".", 1)

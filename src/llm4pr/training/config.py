@@ -45,6 +45,7 @@ class TrainConfig(BaseModel):
     max_valid_requests: int | None = Field(default=300, gt=0, description="validation requests scored after training")
     checkpoint_every: int = Field(default=50, gt=0, description="steps between resumable snapshots")
     inference_batch_size: int = Field(default=16, gt=0)
+    gradient_checkpointing: bool = Field(default=False, description="recompute the backbone's activations in the backward pass (less memory, slower)")
 
     @model_validator(mode="after")
     def _text_prompts_need_no_adaptation(self) -> "TrainConfig":

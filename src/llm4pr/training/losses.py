@@ -17,13 +17,18 @@ from torch.nn import functional as F
 from llm4pr.model.prompts import IGNORE_INDEX
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of every labelled token given the tokens before it. logits [B,T,V], labels [B,T]."""
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """Cross-entropy of every labelled token given the tokens before it. logits [B,T,V], labels [B,T].
+
+    The mean over this batch's labelled tokens, or their sum divided by `total` (the labelled
+    tokens of the global batch when each process holds only a part of it).
+    """
     shifted_logits = logits[:, :-1].float()
     shifted_labels = labels[:, 1:].to(logits.device)
-    return F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.shape[-1]), shifted_labels.reshape(-1), ignore_index=IGNORE_INDEX
+    losses = F.cross_entropy(
+        shifted_logits.reshape(-1, shifted_logits.shape[-1]), shifted_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
+    return losses / (total if total is not None else int((shifted_labels != IGNORE_INDEX).sum()))
 
 
 def listnet_loss(scores: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -37,8 +42,10 @@ def listwise_first_token_loss(
     answer_start: torch.Tensor,
     identifier_ids: Sequence[int],
     candidate_labels: Sequence[Sequence[float] | None],
+    total: int | None = None,
 ) -> torch.Tensor | None:
-    """Mean ListNet loss over the prompts that have labels, on the identifiers' first-answer logits."""
+    """ListNet loss on the identifiers' first-answer logits: the mean over the prompts that have
+    labels, or their sum divided by `total` (as in `next_token_loss`)."""
     losses = []
     for row, labels in enumerate(candidate_labels):
         if labels is None:
@@ -47,4 +54,6 @@ def listwise_first_token_loss(
         ids = torch.tensor(identifier_ids[: len(labels)], device=logits.device)
         scores = logits[row, position, ids]
         losses.append(listnet_loss(scores, torch.tensor(labels, device=logits.device)))
-    return torch.stack(losses).mean() if losses else None
+    if not losses:
+        return None
+    return torch.stack(losses).sum() / (total if total is not None else len(losses))

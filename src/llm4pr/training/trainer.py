@@ -3,22 +3,28 @@
 A run folder holds `train_config.json`, `adaptation/` (the model after feature adaptation),
 `model/` (the final model, what `rank`, `evaluate` and `serve` load), `snapshot/` (the latest
 resumable state: weights, optimizer, step) and `valid_report.json`. Running the same command again
-resumes from the snapshot; a finished stage is never redone. Every batch is a pure function of the
-seed, the stage and the step, so a resumed run sees the same examples as an uninterrupted one.
+resumes from the snapshot; a finished stage is never redone. Every batch, and the random numbers
+(dropout) of every step, are pure functions of the seed, the stage, the step and the process, so a
+resumed run sees the same examples and noise as an uninterrupted one, and a stage's initial weights
+are the same in every process and in a single-process run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import random
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 from tqdm.auto import tqdm
 
 from llm4pr.data.errors import DataError
@@ -29,8 +35,8 @@ from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.model.factory import add_lora, build_model, load_model
 from llm4pr.model.llm4pr import LLM4PRModel
-from llm4pr.model.prompts import PromptBuilder, collate
-from llm4pr.training.checkpoint import load_optimizer, read_trainer_state, save_checkpoint
+from llm4pr.model.prompts import IGNORE_INDEX, PromptBuilder, collate
+from llm4pr.training.checkpoint import OPTIMIZER_FILE, load_optimizer, read_trainer_state, save_checkpoint
 from llm4pr.training.config import StageConfig, TrainConfig
 from llm4pr.training.examples import Example, ExampleFactory
 from llm4pr.training.losses import listwise_first_token_loss, next_token_loss
@@ -41,6 +47,34 @@ Stage = Literal["adaptation", "post_rank"]
 STAGES: tuple[Stage, ...] = ("adaptation", "post_rank")
 STAGE_DIRS = {"adaptation": "adaptation", "post_rank": "model"}
 SNAPSHOT_DIR = "snapshot"
+
+
+def make_accelerator(device: str) -> Accelerator:
+    """Accelerate's view of the processes: one, or those `accelerate launch` started.
+
+    `device` "cpu" keeps every process on the CPU (gloo); "auto" lets Accelerate pick (a GPU per
+    process where there is one).
+    """
+    if device not in ("auto", "cpu"):
+        raise DataError(f"--device {device!r}: use 'auto' (Accelerate picks, one GPU per process) or 'cpu'")
+    # find_unused_parameters: a batch may leave some field encoders or adapters without a gradient.
+    return Accelerator(cpu=device == "cpu", kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def set_activation_checkpointing(backbone: Any, enabled: bool) -> None:
+    """Recompute activations in the backward pass. Non-reentrant, so that the soft tokens' gradients
+    reach the encoders and DDP sees each parameter once. (transformers 5 renamed the methods.)"""
+    renamed = hasattr(backbone, "activation_checkpointing_enable")
+    if enabled and renamed:
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif enabled:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        backbone.activation_checkpointing_disable() if renamed else backbone.gradient_checkpointing_disable()
+
+
+def hash_seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def load_split(data_dir: Path, split: str) -> tuple[list[PostRankRequest], FeatureSchema]:
@@ -66,18 +100,45 @@ def learning_rate(step: int, stage: StageConfig) -> float:
     return stage.min_learning_rate + (stage.learning_rate - stage.min_learning_rate) * cosine
 
 
-def batch_loss(model: LLM4PRModel, builder: PromptBuilder, examples: list[Example], listwise_weight: float) -> torch.Tensor:
-    """The training loss of one batch: next-token loss on the answers, plus the listwise term."""
+@dataclass(frozen=True)
+class LossTotals:
+    """What a batch's losses are averaged over: labelled answer tokens and listwise prompts."""
+
+    tokens: int
+    listwise: int
+
+    @classmethod
+    def of(cls, examples: Sequence[Example]) -> "LossTotals":
+        return cls(
+            tokens=sum(label != IGNORE_INDEX for e in examples for label in e.prompt.labels),
+            listwise=sum(e.candidate_labels is not None for e in examples),
+        )
+
+
+def batch_loss(
+    model: torch.nn.Module,
+    builder: PromptBuilder,
+    examples: list[Example],
+    listwise_weight: float,
+    totals: LossTotals | None = None,
+) -> torch.Tensor:
+    """The training loss of one batch: next-token loss on the answers, plus the listwise term.
+
+    `totals` are those of the global batch when `examples` is one process's share of it, so that
+    the processes' losses add up to the loss of the whole batch.
+    """
+    totals = totals or LossTotals.of(examples)
     batch = collate([e.prompt for e in examples], builder.tokenizer.pad_token_id)
     # Left padding puts every answer at the end: logits are needed from the position before
     # the earliest answer start onwards, and the vocabulary projection is skipped elsewhere.
     width = batch.input_ids.shape[1]
     keep = width - int(batch.answer_start.min()) + 1
-    logits = model(batch, [e.inputs for e in examples], logits_to_keep=keep).logits
-    loss = next_token_loss(logits, batch.labels[:, width - keep :])
+    logits = model(batch, [e.inputs for e in examples], logits_to_keep=keep, use_cache=False).logits
+    loss = next_token_loss(logits, batch.labels[:, width - keep :], total=totals.tokens)
     if listwise_weight:
         listwise = listwise_first_token_loss(
-            logits, batch.answer_start - (width - keep), builder.identifier_ids, [e.candidate_labels for e in examples]
+            logits, batch.answer_start - (width - keep), builder.identifier_ids, [e.candidate_labels for e in examples],
+            total=totals.listwise,
         )
         if listwise is not None:
             loss = loss + listwise_weight * listwise
@@ -90,20 +151,32 @@ class Trainer:
         config: TrainConfig,
         data_dir: str | Path,
         run_dir: str | Path,
-        device: str = "cpu",
+        device: str = "auto",
         progress: bool = True,
     ) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
         self.run_dir = Path(run_dir)
-        self.device = device
-        self.progress = progress
+        self.accelerator = make_accelerator(device)
+        self.device = self.accelerator.device
+        self.is_main = self.accelerator.is_main_process
+        self.progress = progress and self.is_main
+        state = self.accelerator.state
+        logger.info("training process %d of %d (%s, %s)", state.process_index + 1, state.num_processes,
+                    state.distributed_type.value, state.backend or "no backend")
         self._epoch_orders: dict[tuple[str, int], list[int]] = {}
         self.train_requests, self.schema = load_split(self.data_dir, "train")
         if not self.train_requests:
             raise DataError(f"{self.data_dir / 'train.jsonl'}: no training requests")
         self.stats = FeatureStats.fit(self.schema, self.train_requests, embed_ids=config.model.embed_ids)
         self.train_requests = subsample(self.train_requests, config.max_train_requests, config.seed)
+        for stage in STAGES:
+            batch_size = self._stage_config(stage).batch_size
+            if batch_size % self.accelerator.num_processes:
+                raise DataError(
+                    f"{stage}.batch_size {batch_size} (the global batch) must be a multiple of the "
+                    f"{self.accelerator.num_processes} training processes"
+                )
         self._check_run_dir()
 
     def _check_run_dir(self) -> None:
@@ -115,13 +188,12 @@ class Trainer:
                 raise DataError(
                     f"{self.run_dir}: holds a run with a different config; use a new --out folder or delete it"
                 )
-        else:
+        elif self.is_main:
             write_json(saved, current)
 
     # -- stages ----------------------------------------------------------------------------------
 
     def run(self, stages: Sequence[Stage] = STAGES) -> dict[str, Any]:
-        torch.manual_seed(self.config.seed)
         for stage in stages:
             stage_config = self._stage_config(stage)
             final_dir = self.run_dir / STAGE_DIRS[stage]
@@ -129,11 +201,12 @@ class Trainer:
                 logger.info("stage %s already finished in %s", stage, final_dir)
                 continue
             model, tokenizer, resume = self._start_stage(stage)
-            if stage_config.steps:
-                self._train(stage, model, tokenizer, resume)
-            save_checkpoint(model, final_dir)
-            shutil.rmtree(self.run_dir / SNAPSHOT_DIR, ignore_errors=True)
-        if "post_rank" not in stages:
+            full_state = self._train(stage, model, tokenizer, resume) if stage_config.steps else None
+            if self.is_main:
+                save_checkpoint(model, final_dir, full_state=full_state)
+                shutil.rmtree(self.run_dir / SNAPSHOT_DIR, ignore_errors=True)
+            self.accelerator.wait_for_everyone()  # the next stage starts from what the main process saved
+        if "post_rank" not in stages or not self.is_main:
             return {}
         return self.validate()
 
@@ -149,6 +222,7 @@ class Trainer:
             model, tokenizer = load_model(snapshot, device=self.device, trainable=True)
             logger.info("resuming %s at step %d", stage, state["step"])
             return model, tokenizer, state
+        torch.manual_seed(hash_seed(f"{self.config.seed}:{stage}:init"))  # new weights (encoders, LoRA) alike everywhere
         adapted = self.run_dir / STAGE_DIRS["adaptation"]
         if stage == "post_rank" and self.config.adaptation.steps and not (adapted / "config.json").is_file():
             raise DataError(f"{self.run_dir}: learning to post-rank needs feature adaptation first (run --stage adaptation)")
@@ -160,7 +234,8 @@ class Trainer:
             add_lora(model, self.config.model.lora)
         return model, tokenizer, None
 
-    def _train(self, stage: Stage, model: LLM4PRModel, tokenizer: Any, resume: dict[str, Any] | None) -> None:
+    def _train(self, stage: Stage, model: LLM4PRModel, tokenizer: Any, resume: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+        """Train `model` for the stage's steps; return its full weights (gathered, under sharding)."""
         stage_config = self._stage_config(stage)
         builder = PromptBuilder(tokenizer, self.config.model.identifiers)
         factory = ExampleFactory(
@@ -173,10 +248,18 @@ class Trainer:
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
         start = int(resume["step"]) if resume else 0
-        if resume:
+        if resume and (self.run_dir / SNAPSHOT_DIR / OPTIMIZER_FILE).is_file():
             load_optimizer(optimizer, self.run_dir / SNAPSHOT_DIR)
-            torch.set_rng_state(torch.tensor(resume["torch_rng"], dtype=torch.uint8))
+        elif resume:
+            logger.warning("the snapshot has no optimizer state (sharded training): AdamW restarts from zero moments")
+        if self.config.gradient_checkpointing:
+            set_activation_checkpointing(model.backbone, True)
         model.train()
+        # Data parallel under `accelerate launch`: every process builds the same global batch (a
+        # pure function of the step) and trains on its own contiguous share of it.
+        wrapped, optimizer = self.accelerator.prepare(model, optimizer)
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        share = stage_config.batch_size // processes
         make_batch = self._adaptation_batch if stage == "adaptation" else self._post_rank_batch
         listwise_weight = self.config.post_rank.listwise_loss_weight if stage == "post_rank" else 0.0
         bar = tqdm(range(start, stage_config.steps), initial=start, total=stage_config.steps, desc=stage, disable=not self.progress)
@@ -185,19 +268,35 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, stage_config)
             examples = make_batch(factory, step)
-            loss = batch_loss(model, builder, examples, listwise_weight)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, stage_config.grad_clip)
+            torch.manual_seed(hash_seed(f"{self.config.seed}:{stage}:{step}:process{rank}"))
+            # The gradients are averaged over processes: scale so that they add up to the whole batch's.
+            loss = batch_loss(wrapped, builder, examples[rank * share : (rank + 1) * share], listwise_weight, LossTotals.of(examples))
+            self.accelerator.backward(loss * processes)
+            self.accelerator.clip_grad_norm_(parameters, stage_config.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            value = loss.detach().item()
+            value = self.accelerator.reduce(loss.detach(), reduction="sum").item()
             smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
             bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             done = step + 1
             if done % self.config.checkpoint_every == 0 and done < stage_config.steps:
-                state = {"stage": stage, "step": done, "loss": smoothed, "torch_rng": torch.get_rng_state().tolist()}
-                save_checkpoint(model, self.run_dir / SNAPSHOT_DIR, optimizer, state)
+                self._snapshot(model, wrapped, optimizer, {"stage": stage, "step": done, "loss": smoothed})
+        full_state = self.accelerator.get_state_dict(wrapped)
+        if self.config.gradient_checkpointing:
+            set_activation_checkpointing(model.backbone, False)
+        self.accelerator.free_memory()  # drop Accelerate's references to this stage's model and optimizer
         model.eval()
+        return full_state
+
+    def _snapshot(self, model: LLM4PRModel, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        """A resumable state, written by the main process. Every process takes part in gathering the
+        weights (FSDP and ZeRO-3 shard them). The optimizer state is kept where each process holds all
+        of it (one process, DDP); sharded strategies resume with fresh AdamW moments."""
+        full_state = self.accelerator.get_state_dict(wrapped)
+        sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if self.is_main:
+            save_checkpoint(model, self.run_dir / SNAPSHOT_DIR, None if sharded else optimizer, state, full_state=full_state)
+        self.accelerator.wait_for_everyone()
 
     # -- batches: pure functions of (seed, stage, step) ----------------------------------------------
 
