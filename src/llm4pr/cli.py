@@ -111,10 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data-parallel processes on this machine (runs `accelerate launch`; see docs/scaling.md)")
     train.set_defaults(handler=_train)
 
-    rank = commands.add_parser("rank", help="post-rank requests with a trained checkpoint")
+    rank = commands.add_parser("rank", help="post-rank requests with a trained checkpoint (here, or on Ray)")
     rank.add_argument("--checkpoint", required=True, type=Path)
-    rank.add_argument("--input", required=True, type=Path, help="requests (JSON lines)")
-    rank.add_argument("--output", required=True, type=Path, help="run file to write (JSON lines)")
+    rank.add_argument("--input", required=True, help="requests: a JSON-lines file; with --engine ray also a folder or glob of .jsonl/.parquet files")
+    rank.add_argument("--output", required=True, type=Path, help="run file to write (JSON lines); with --engine ray a folder of shards")
+    rank.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: Ray Data over a cluster or local Ray (docs/scaling.md)")
+    ray_options = rank.add_argument_group("--engine ray")
+    ray_options.add_argument("--workers", type=int, default=1, help="ranking actors (each loads the model once)")
+    ray_options.add_argument("--cpus-per-worker", type=float, default=1.0)
+    ray_options.add_argument("--gpus-per-worker", type=float, default=0.0)
+    ray_options.add_argument("--ray-batch-size", type=int, default=64, help="requests per Ray Data batch")
+    ray_options.add_argument("--output-format", choices=["jsonl", "parquet"], help="default: the input's format")
+    ray_options.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     _add_inference_arguments(rank)
     rank.set_defaults(handler=_rank)
 
@@ -256,14 +264,27 @@ def _rank(args: argparse.Namespace) -> int:
     from llm4pr.data.jsonl import read_requests, write_jsonl
     from llm4pr.inference.ranker import LLM4PRRanker
 
-    ranker = LLM4PRRanker.from_pretrained(
-        args.checkpoint, device=args.device, mode=args.mode, batch_size=args.batch_size, window=args.window, stride=args.stride
-    )
+    options = {"device": args.device, "mode": args.mode, "batch_size": args.batch_size, "window": args.window, "stride": args.stride}
+    if args.engine == "ray":
+        return _rank_with_ray(args, options)
+    ranker = LLM4PRRanker.from_pretrained(args.checkpoint, **options)
     requests = read_requests(args.input, ranker.model.schema)
     results = ranker.rank(requests, progress=True)
     write_jsonl(args.output, results)
     fallbacks = sum(r.fallback for r in results)
     print(f"wrote {len(results)} rankings to {args.output} ({fallbacks} fallbacks)")
+    return 0
+
+
+def _rank_with_ray(args: argparse.Namespace, options: dict) -> int:
+    from llm4pr.inference.ray_batch import rank_with_ray
+
+    count = rank_with_ray(
+        args.checkpoint, args.input, args.output, options, output_format=args.output_format, workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, batch_size=args.ray_batch_size,
+        address=args.ray_address,
+    )
+    print(f"wrote {count} rankings to {args.output}/")
     return 0
 
 

@@ -62,11 +62,9 @@ def read_jsonl(path: str | Path, parse: Callable[[Any], T]) -> list[T]:
             errors.append(f"{path}:{number}: invalid JSON: {obj}")
             continue
         try:
-            records.append(parse(obj))
-        except ValidationError as exc:
-            errors.append(f"{path}:{number}: {_record_id(obj)}{format_validation_error(exc)}")
-        except (DataError, ValueError, TypeError) as exc:
-            errors.append(f"{path}:{number}: {exc}")
+            records.append(parse_record(obj, parse, f"{path}:{number}"))
+        except DataError as exc:
+            errors.append(str(exc))
     if errors:
         shown = errors[:MAX_REPORTED_ERRORS]
         more = len(errors) - len(shown)
@@ -75,14 +73,29 @@ def read_jsonl(path: str | Path, parse: Callable[[Any], T]) -> list[T]:
     return records
 
 
-def read_requests(path: str | Path, schema: FeatureSchema | None = None) -> list[PostRankRequest]:
-    """Read a requests file; with a schema, features are validated too. Request ids must be unique."""
+def parse_record(obj: Any, parse: Callable[[Any], T], where: str) -> T:
+    """`parse(obj)`, or a DataError that starts with `where` (file:line) and the request id."""
+    try:
+        return parse(obj)
+    except ValidationError as exc:
+        raise DataError(f"{where}: {_record_id(obj)}{format_validation_error(exc)}") from exc
+    except (DataError, ValueError, TypeError) as exc:
+        raise DataError(f"{where}: {exc}") from exc
+
+
+def request_parser(schema: FeatureSchema | None) -> Callable[[Any], PostRankRequest]:
+    """A parser of one request object; with a schema, features are validated too."""
 
     def parse(obj: Any) -> PostRankRequest:
         request = PostRankRequest.model_validate(obj)
         return request.check_features(schema) if schema is not None else request
 
-    requests = read_jsonl(path, parse)
+    return parse
+
+
+def read_requests(path: str | Path, schema: FeatureSchema | None = None) -> list[PostRankRequest]:
+    """Read a requests file; with a schema, features are validated too. Request ids must be unique."""
+    requests = read_jsonl(path, request_parser(schema))
     _check_unique_ids(path, [r.request_id for r in requests])
     return requests
 

@@ -257,9 +257,11 @@ class Trainer:
         model.train()
         # Data parallel under `accelerate launch`: every process builds the same global batch (a
         # pure function of the step) and trains on its own contiguous share of it.
-        wrapped, optimizer = self.accelerator.prepare(model, optimizer)
         processes, rank = self.accelerator.num_processes, self.accelerator.process_index
         share = stage_config.batch_size // processes
+        if self.accelerator.state.deepspeed_plugin is not None:  # DeepSpeed wants it; there is no DataLoader to read it from
+            self.accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = share
+        wrapped, optimizer = self.accelerator.prepare(model, optimizer)
         make_batch = self._adaptation_batch if stage == "adaptation" else self._post_rank_batch
         listwise_weight = self.config.post_rank.listwise_loss_weight if stage == "post_rank" else 0.0
         bar = tqdm(range(start, stage_config.steps), initial=start, total=stage_config.steps, desc=stage, disable=not self.progress)
