@@ -294,3 +294,35 @@ def test_batch_loss_projects_only_the_answer_positions() -> None:
         )
         windowed = batch_loss(model, builder, examples, listwise_weight=1.0)
     torch.testing.assert_close(windowed, full)
+
+
+def test_identifier_head_equals_the_full_vocabulary_projection() -> None:
+    """Inference projects onto the identifier rows of the LM head only; scores and greedy orders
+    must equal those of the full projection (the reference loop below decodes from full logits)."""
+    model, builder = make_model(seed=4)
+    add_lora(model, TINY.lora)  # through the PEFT wrapper too, as in training-time validation
+    model.eval()
+    requests = toy_requests(3, n_candidates=5, seed=11) + toy_requests(2, n_candidates=3, seed=12)
+    sizes = [len(r.candidates) for r in requests]
+    prompts = [builder.main_task(r.query, len(r.history), len(r.candidates)) for r in requests]
+    inputs = [PromptInputs(r.query, r.user, r.history, r.candidates) for r in requests]
+    batch = collate(prompts, builder.tokenizer.pad_token_id)
+    ids = builder.identifier_ids
+    with torch.no_grad():
+        full = model(batch, inputs).logits[:, -1]
+        reference_orders = []
+        for row, n in enumerate(sizes):  # greedy over the full vocabulary, restricted to unused identifiers
+            order: list[int] = []
+            embeds = model.inputs_embeds(collate([prompts[row]], builder.tokenizer.pad_token_id), [inputs[row]])
+            for _ in range(n - 1):
+                logits = model.backbone(inputs_embeds=embeds).logits[0, -1]
+                scores = [float(logits[ids[p]]) if p not in order else float("-inf") for p in range(n)]
+                order.append(max(range(n), key=lambda p: scores[p]))
+                word = model.backbone.get_input_embeddings()(torch.tensor([[ids[order[-1]]]]))
+                embeds = torch.cat([embeds, word], dim=1)
+            reference_orders.append(order + [p for p in range(n) if p not in order])
+    first = decode(model, batch, inputs, ids, sizes, mode="first_token")
+    for row, n in enumerate(sizes):
+        assert first[row].scores == pytest.approx(full[row, ids[:n]].tolist(), abs=1e-4)
+    generated = decode(model, batch, inputs, ids, sizes, mode="generate")
+    assert [d.order for d in generated] == reference_orders

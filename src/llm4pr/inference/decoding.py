@@ -2,7 +2,8 @@
 
 - `constrained`: the paper's greedy decoding of identifiers, where each step may only emit a
   candidate not yet emitted: the output is always a permutation. The prompt is encoded once and
-  its key/value cache reused for every step.
+  its key/value cache reused for every step; each step projects onto the identifier tokens' rows
+  of the LM head only.
 - `first_token`: one forward pass; candidates ordered by their identifier's logit at the first
   answer position (FIRST, Reddy et al. 2024). No decoding loop.
 - `unconstrained`: free greedy decoding, then `repair`: unknown and repeated identifiers are
@@ -17,7 +18,6 @@ import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -67,15 +67,19 @@ def decode(
     if (prefix is None) != (cached_prefix == 0):
         raise ValueError("a cached prefix needs both its cache and its length")
     cache = prefix or KeyValueCache(model)
-    use_cache = mode != "first_token" or prefix is not None
-    output = model(batch, inputs, cached_prefix=cached_prefix, use_cache=use_cache, logits_to_keep=1, **cache.argument())
-    first_logits = output.logits[:, -1].float()
+    attention_mask = full_attention_mask(batch, cached_prefix).to(model.device)
+    if mode == "unconstrained":
+        output = model(batch, inputs, cached_prefix=cached_prefix, use_cache=True, logits_to_keep=1, **cache.argument())
+        return _unconstrained(model, cache, attention_mask, output.logits[:, -1].float(), identifier_ids, n_candidates, eos_token_id)
+    # The constrained modes only ever compare identifier tokens: project onto those rows of the LM
+    # head, not onto the whole vocabulary (a fifth of a small backbone's weights, per step).
+    ids = torch.tensor(identifier_ids[: max(n_candidates)], device=model.device)
+    use_cache = mode == "generate" or prefix is not None
+    hidden = model.last_hidden_state(batch, inputs, cached_prefix=cached_prefix, use_cache=use_cache, **cache.argument())
+    scores = model.token_logits(hidden, ids)
     if mode == "first_token":
-        return [_order_by_scores(first_logits[row], identifier_ids, n) for row, n in enumerate(n_candidates)]
-    attention_mask = full_attention_mask(batch, cached_prefix).to(first_logits.device)
-    if mode == "generate":
-        return _constrained(model, cache, attention_mask, first_logits, identifier_ids, n_candidates)
-    return _unconstrained(model, cache, attention_mask, first_logits, identifier_ids, n_candidates, eos_token_id)
+        return [_order_by_scores(scores[row], n) for row, n in enumerate(n_candidates)]
+    return _constrained(model, cache, attention_mask, scores, ids, n_candidates)
 
 
 class KeyValueCache:
@@ -86,7 +90,7 @@ class KeyValueCache:
     """
 
     def __init__(self, model: LLM4PRModel, cache: DynamicCache | None = None) -> None:
-        base = _base_model(model)
+        base = model.causal_lm
         self.name = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
         self.cache = cache if cache is not None else DynamicCache(config=base.config)
 
@@ -113,45 +117,47 @@ class PrefixCache:
         return KeyValueCache(model, cache)
 
 
-def _base_model(model: LLM4PRModel) -> Any:
-    backbone = model.backbone
-    return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-
-
-def _order_by_scores(logits: torch.Tensor, identifier_ids: Sequence[int], n: int) -> Decoded:
-    scores = logits[torch.tensor(identifier_ids[:n])].tolist()
+def _order_by_scores(identifier_logits: torch.Tensor, n: int) -> Decoded:
+    scores = identifier_logits[:n].tolist()
     order = sorted(range(n), key=lambda i: -scores[i])  # stable: ties keep the shown order
     return Decoded(order=order, scores=scores)
 
 
-def _step(model: LLM4PRModel, tokens: torch.Tensor, attention_mask: torch.Tensor, cache: KeyValueCache) -> tuple[torch.Tensor, torch.Tensor]:
-    """Feed one token per row through the cached backbone; return the next logits and the mask."""
+def _step(
+    model: LLM4PRModel, tokens: torch.Tensor, attention_mask: torch.Tensor, cache: KeyValueCache, token_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed one token per row through the cached backbone; return the next logits (of `token_ids`
+    only, when given) and the mask."""
     attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
-    output = model.backbone(
-        input_ids=tokens.unsqueeze(1),
-        attention_mask=attention_mask,
-        position_ids=position_ids(attention_mask)[:, -1:],
-        use_cache=True,
+    step_inputs = {
+        "input_ids": tokens.unsqueeze(1),
+        "attention_mask": attention_mask,
+        "position_ids": position_ids(attention_mask)[:, -1:],
+        "use_cache": True,
         **cache.argument(),
-    )
-    return output.logits[:, -1].float(), attention_mask
+    }
+    if token_ids is None:
+        return model.backbone(**step_inputs).logits[:, -1].float(), attention_mask
+    hidden = model.causal_lm.get_decoder()(**step_inputs).last_hidden_state[:, -1]
+    return model.token_logits(hidden, token_ids), attention_mask
 
 
 def _constrained(
     model: LLM4PRModel,
     cache: KeyValueCache,
     attention_mask: torch.Tensor,
-    logits: torch.Tensor,
-    identifier_ids: Sequence[int],
+    identifier_logits: torch.Tensor,
+    ids: torch.Tensor,
     n_candidates: Sequence[int],
 ) -> list[Decoded]:
-    device = logits.device
+    """Greedy decoding over the identifiers not yet emitted. `identifier_logits` [B, width] are the
+    first answer position's logits of the identifier tokens `ids`."""
+    device = identifier_logits.device
     width = max(n_candidates)
-    ids = torch.tensor(identifier_ids[:width], device=device)
     allowed = torch.arange(width, device=device)[None, :] < torch.tensor(n_candidates, device=device)[:, None]
     orders: list[list[int]] = [[] for _ in n_candidates]
     for step in range(width - 1):
-        scores = logits[:, ids].masked_fill(~allowed, float("-inf"))
+        scores = identifier_logits.masked_fill(~allowed, float("-inf"))
         choice = scores.argmax(dim=-1)
         for row, n in enumerate(n_candidates):
             if step < n - 1:
@@ -159,7 +165,7 @@ def _constrained(
         allowed[torch.arange(len(n_candidates), device=device), choice] = False
         if step == width - 2:
             break
-        logits, attention_mask = _step(model, ids[choice], attention_mask, cache)
+        identifier_logits, attention_mask = _step(model, ids[choice], attention_mask, cache, token_ids=ids)
     results = []
     for row, n in enumerate(n_candidates):
         order = orders[row] + [p for p in range(n) if p not in orders[row]]  # the one left is last

@@ -157,13 +157,36 @@ class LLM4PRModel(nn.Module):
         `cached_prefix` tokens precede every prompt in a key/value cache passed in
         `backbone_kwargs`; the batch then holds only what follows them.
         """
+        return self.backbone(**self._backbone_inputs(batch, inputs, cached_prefix), **backbone_kwargs)
+
+    def last_hidden_state(
+        self, batch: PromptBatch, inputs: Sequence[PromptInputs], cached_prefix: int = 0, **decoder_kwargs: Any
+    ) -> torch.Tensor:
+        """The decoder's output at each prompt's last position [B, H], before the vocabulary
+        projection (which inference restricts to the identifier tokens, see `token_logits`)."""
+        decoder = self.causal_lm.get_decoder()
+        output = decoder(**self._backbone_inputs(batch, inputs, cached_prefix), **decoder_kwargs)
+        return output.last_hidden_state[:, -1]
+
+    def token_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """The LM head's logits of `token_ids` only: [B, H] -> [B, len(token_ids)]. The same numbers as
+        the full projection's columns, at a fraction of its cost (the vocabulary is ~50k rows)."""
+        head = self.causal_lm.get_output_embeddings()
+        bias = head.bias[token_ids] if getattr(head, "bias", None) is not None else None
+        return nn.functional.linear(hidden, head.weight[token_ids], bias).float()
+
+    @property
+    def causal_lm(self) -> PreTrainedModel:
+        """The backbone's causal LM (inside the PEFT wrapper while LoRA is being trained)."""
+        return self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+
+    def _backbone_inputs(self, batch: PromptBatch, inputs: Sequence[PromptInputs], cached_prefix: int) -> dict[str, torch.Tensor]:
         attention_mask = full_attention_mask(batch, cached_prefix).to(self.device)
-        return self.backbone(
-            inputs_embeds=self.inputs_embeds(batch, inputs),
-            attention_mask=attention_mask,
-            position_ids=position_ids(attention_mask)[:, cached_prefix:],
-            **backbone_kwargs,
-        )
+        return {
+            "inputs_embeds": self.inputs_embeds(batch, inputs),
+            "attention_mask": attention_mask,
+            "position_ids": position_ids(attention_mask)[:, cached_prefix:],
+        }
 
 
 def full_attention_mask(batch: PromptBatch, cached_prefix: int) -> torch.Tensor:
