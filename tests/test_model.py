@@ -326,3 +326,31 @@ def test_identifier_head_equals_the_full_vocabulary_projection() -> None:
         assert first[row].scores == pytest.approx(full[row, ids[:n]].tolist(), abs=1e-4)
     generated = decode(model, batch, inputs, ids, sizes, mode="generate")
     assert [d.order for d in generated] == reference_orders
+
+
+def test_int8_decoder_keeps_rankings_valid_and_scores_close(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from llm4pr.inference.quantize import quantize_int8
+    from llm4pr.training.checkpoint import save_checkpoint
+
+    backbone, tokenizer = tiny_backbone(seed=5)
+    backbone.save_pretrained(tmp_path / "backbone")
+    tokenizer.save_pretrained(tmp_path / "backbone")
+    config = TINY.model_copy(update={"backbone": str(tmp_path / "backbone")})
+    model, _ = build_model(config, TOY_SCHEMA, FeatureStats.fit(TOY_SCHEMA, toy_requests(30)))
+    add_lora(model, TINY.lora)
+    with pytest.raises(ValueError, match="merge the LoRA adapter before quantizing"):
+        quantize_int8(model)
+    save_checkpoint(model, tmp_path / "checkpoint")
+    requests = toy_requests(6, n_candidates=5, seed=13)
+    plain = LLM4PRRanker.from_pretrained(tmp_path / "checkpoint", mode="first_token").rank(requests)
+    quantized_ranker = LLM4PRRanker.from_pretrained(tmp_path / "checkpoint", mode="first_token", quantize="int8")
+    layer = quantized_ranker.model.causal_lm.get_decoder().layers[0]
+    assert type(layer.self_attn.q_proj).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    quantized = quantized_ranker.rank(requests)
+    exact = torch.tensor([s for r in plain for s in r.scores])
+    approx = torch.tensor([s for r in quantized for s in r.scores])
+    assert torch.corrcoef(torch.stack([exact, approx]))[0, 1] > 0.9  # int8 noise, not a different model
+    for request, result in zip(requests, quantized):
+        assert sorted(result.ranking) == sorted(request.candidate_ids) and not result.fallback
+    with pytest.raises(ValueError, match="unknown quantization 'int4'"):
+        LLM4PRRanker.from_pretrained(tmp_path / "checkpoint", quantize="int4")

@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", default="cpu")
+    serve.add_argument("--quantize", choices=["int8"], help="int8: dynamic int8 decoder for CPU inference")
     serve.add_argument("--mode", choices=["generate", "first_token"], help="default inference mode")
     serve.add_argument("--max-batch-size", type=int)
     serve.add_argument("--max-wait-ms", type=float)
@@ -172,6 +173,7 @@ def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=20, help="sliding window for long candidate lists")
     parser.add_argument("--stride", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quantize", choices=["int8"], help="int8: dynamic int8 decoder for CPU inference (docs/serving.md)")
 
 
 def _prepare_movielens(args: argparse.Namespace) -> int:
@@ -264,7 +266,8 @@ def _rank(args: argparse.Namespace) -> int:
     from llm4pr.data.jsonl import read_requests, write_jsonl
     from llm4pr.inference.ranker import LLM4PRRanker
 
-    options = {"device": args.device, "mode": args.mode, "batch_size": args.batch_size, "window": args.window, "stride": args.stride}
+    options = {"device": args.device, "quantize": args.quantize, "mode": args.mode, "batch_size": args.batch_size, "window": args.window,
+               "stride": args.stride}
     if args.engine == "ray":
         return _rank_with_ray(args, options)
     ranker = LLM4PRRanker.from_pretrained(args.checkpoint, **options)
@@ -299,7 +302,8 @@ def _serve(args: argparse.Namespace) -> int:
         settings = ServingSettings(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
     except ValidationError as exc:
         raise DataError(f"invalid serving settings: {format_validation_error(exc)}") from exc
-    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, settings=settings, window=args.window, stride=args.stride)
+    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, settings=settings, window=args.window, stride=args.stride,
+          quantize=args.quantize)
     return 0
 
 

@@ -60,6 +60,10 @@ def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 10
         "first_token": (ranker, "first_token"),
         "all_text_generate": (text_ranker, "generate"),
     }
+    if torch.device(device).type == "cpu":  # the int8 decoder, measured in the same run as float32
+        quantized = LLM4PRRanker.from_pretrained(checkpoint, device=device, quantize="int8", batch_size=16)
+        quantized.rank(requests[:2], mode="first_token")
+        systems.update({"generate_int8": (quantized, "generate"), "first_token_int8": (quantized, "first_token")})
     report: dict[str, Any] = {"requests": len(requests), "device": device, "machine": _machine(), "systems": {}}
     for name, (system, mode) in systems.items():
         def rank(batch: Sequence[PostRankRequest], system: LLM4PRRanker = system, mode: str = mode) -> object:
@@ -87,6 +91,18 @@ def _ratios(systems: dict[str, Any]) -> dict[str, float]:
         "all_text_over_generate_tokens": round(text["mean_input_tokens"] / generate["mean_input_tokens"], 2),
         "all_text_over_generate_p50": round(text["latency_ms"]["p50"] / generate["latency_ms"]["p50"], 2),
         "first_token_batch16_over_batch1": round(first["throughput_rps"]["batch_16"] / first["throughput_rps"]["batch_1"], 2),
+        **_int8_ratios(systems),
+    }
+
+
+def _int8_ratios(systems: dict[str, Any]) -> dict[str, float]:
+    if "first_token_int8" not in systems:
+        return {}
+    first, generate = systems["first_token_int8"], systems["generate_int8"]
+    return {
+        "first_token_over_first_token_int8_p50": round(systems["first_token"]["latency_ms"]["p50"] / first["latency_ms"]["p50"], 2),
+        "generate_int8_over_first_token_int8_p50": round(generate["latency_ms"]["p50"] / first["latency_ms"]["p50"], 2),
+        "all_text_over_first_token_int8_p50": round(systems["all_text_generate"]["latency_ms"]["p50"] / first["latency_ms"]["p50"], 2),
     }
 
 

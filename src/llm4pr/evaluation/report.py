@@ -27,11 +27,12 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
         from llm4pr.inference.ranker import LLM4PRRanker
 
         ranker = LLM4PRRanker.from_pretrained(
-            args.checkpoint, device=args.device, mode=args.mode, batch_size=args.batch_size, window=args.window, stride=args.stride
+            args.checkpoint, device=args.device, quantize=args.quantize, mode=args.mode, batch_size=args.batch_size, window=args.window,
+            stride=args.stride,
         )
         requests = read_requests(args.data, ranker.model.schema)
         run = ranker.rank(requests, progress=True)
-        extra = {"system": f"llm4pr ({args.checkpoint})", "mode": args.mode, "batch_size": args.batch_size}
+        extra = {"system": f"llm4pr ({args.checkpoint})", "mode": args.mode, "batch_size": args.batch_size, "quantize": args.quantize}
         extra.update(inference_statistics(run, [ranker.prompt_length(r) for r in requests]))
     else:
         requests = read_requests(args.data)

@@ -55,10 +55,16 @@ class LLM4PRRanker(Ranker):
         self.prefix_cache = PrefixCache() if cache_prefix else None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", **kwargs: object) -> "LLM4PRRanker":
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", quantize: str | None = None, **kwargs: object) -> "LLM4PRRanker":
+        """Load a checkpoint for inference (LoRA merged); `quantize="int8"`: see `inference.quantize`."""
+        from llm4pr.inference.quantize import QUANTIZATIONS, quantize_int8
         from llm4pr.model.factory import load_model
 
+        if quantize is not None and quantize not in QUANTIZATIONS:
+            raise ValueError(f"unknown quantization '{quantize}'; choose one of {', '.join(QUANTIZATIONS)}")
         model, tokenizer = load_model(resolve_checkpoint(path), device=device)
+        if quantize == "int8":
+            quantize_int8(model)
         builder = PromptBuilder(tokenizer, model.config.identifiers)
         return cls(model, builder, **kwargs)  # type: ignore[arg-type]
 

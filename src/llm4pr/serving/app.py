@@ -169,6 +169,7 @@ def serve(
     window: int = 20,
     stride: int = 10,
     log_level: str = "info",
+    quantize: str | None = None,
 ) -> None:
     """Load a checkpoint and serve it with uvicorn until SIGINT/SIGTERM (then drain and exit)."""
     import uvicorn
@@ -177,7 +178,7 @@ def serve(
 
     settings = settings or ServingSettings()
     ranker = LLM4PRRanker.from_pretrained(
-        checkpoint, device=device, mode=settings.mode, batch_size=settings.max_batch_size, window=window, stride=stride
+        checkpoint, device=device, quantize=quantize, mode=settings.mode, batch_size=settings.max_batch_size, window=window, stride=stride
     )
     if not is_loopback_host(host) and not os.environ.get(settings.token_env):
         logger.warning("serving on %s without authentication: set %s to require a bearer token", host, settings.token_env)
