@@ -11,7 +11,7 @@ import yaml
 from llm4pr.benchmarks.comparison import Benchmark, BenchmarkConfig, deep_merge, results_markdown
 from llm4pr.cli import main
 from llm4pr.data.errors import DataError
-from llm4pr.model.backbone import tiny_backbone
+from tiny import save_tiny_backbone
 
 FIXTURE = Path(__file__).parent / "fixtures" / "movielens" / "grouplens-100k"
 
@@ -19,9 +19,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "movielens" / "grouplens-100k"
 @pytest.fixture(scope="module")
 def llm_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("bench-llm")
-    model, tokenizer = tiny_backbone(seed=0)
-    model.save_pretrained(folder / "backbone")
-    tokenizer.save_pretrained(folder / "backbone")
+    save_tiny_backbone(folder / "backbone")
     config = {
         "max_valid_requests": 2,
         "model": {"backbone": str(folder / "backbone"), "text_encoder": "hashing", "qia_hidden_dim": 16, "categorical_dim": 4,

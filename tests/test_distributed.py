@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 from llm4pr.data.jsonl import read_requests
 from llm4pr.inference.ranker import LLM4PRRanker
-from llm4pr.model.backbone import tiny_backbone
 from llm4pr.training.config import TrainConfig
 from llm4pr.training.trainer import Trainer
+from tiny import save_tiny_backbone
 from toy import TOY_SCHEMA, write_toy_data
 
 WEIGHT_FILES = ("adaptation/encoders.safetensors", "model/encoders.safetensors", "model/adapter/adapter_model.safetensors")
@@ -24,9 +24,7 @@ WEIGHT_FILES = ("adaptation/encoders.safetensors", "model/encoders.safetensors",
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("dp")
-    model, tokenizer = tiny_backbone(seed=0)
-    model.save_pretrained(folder / "backbone")
-    tokenizer.save_pretrained(folder / "backbone")
+    save_tiny_backbone(folder / "backbone")
     data = write_toy_data(folder / "data")
     config = {
         "seed": 0,

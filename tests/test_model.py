@@ -21,6 +21,7 @@ from llm4pr.model.prompts import IGNORE_INDEX, PromptBuilder, collate, entity_te
 from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
 from llm4pr.training.examples import ExampleFactory, ideal_order
 from llm4pr.training.losses import listwise_first_token_loss, next_token_loss
+from tiny import save_tiny_backbone
 from toy import TOY_SCHEMA, toy_requests
 
 TINY = ModelConfig(backbone="tiny", dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8)
@@ -332,10 +333,7 @@ def test_int8_decoder_keeps_rankings_valid_and_scores_close(tmp_path) -> None:  
     from llm4pr.inference.quantize import quantize_int8
     from llm4pr.training.checkpoint import save_checkpoint
 
-    backbone, tokenizer = tiny_backbone(seed=5)
-    backbone.save_pretrained(tmp_path / "backbone")
-    tokenizer.save_pretrained(tmp_path / "backbone")
-    config = TINY.model_copy(update={"backbone": str(tmp_path / "backbone")})
+    config = TINY.model_copy(update={"backbone": str(save_tiny_backbone(tmp_path / "backbone", seed=5))})
     model, _ = build_model(config, TOY_SCHEMA, FeatureStats.fit(TOY_SCHEMA, toy_requests(30)))
     add_lora(model, TINY.lora)
     with pytest.raises(ValueError, match="merge the LoRA adapter before quantizing"):

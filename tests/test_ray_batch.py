@@ -16,10 +16,10 @@ from llm4pr.data.jsonl import dumps_line, read_run
 from llm4pr.data.requests import RankResult
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.inference.ray_batch import rank_with_ray, read_results
-from llm4pr.model.backbone import tiny_backbone
 from llm4pr.model.factory import add_lora, build_model
 from llm4pr.model.llm4pr import LoraSettings, ModelConfig
 from llm4pr.training.checkpoint import save_checkpoint
+from tiny import save_tiny_backbone
 from toy import TOY_SCHEMA, toy_requests
 
 pytestmark = pytest.mark.slow
@@ -36,9 +36,7 @@ def local_ray():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ray-model")
-    backbone, tokenizer = tiny_backbone(seed=0)
-    backbone.save_pretrained(folder / "backbone")
-    tokenizer.save_pretrained(folder / "backbone")
+    save_tiny_backbone(folder / "backbone")
     requests = toy_requests(20, seed=1)
     config = ModelConfig(backbone=str(folder / "backbone"), text_encoder="hashing", qia_hidden_dim=16, categorical_dim=4,
                          lora=LoraSettings(r=2, alpha=4))

@@ -56,6 +56,14 @@ def check_contract(out: Path, report: dict[str, Any]) -> FeatureSchema:
     return schema
 
 
+def save_tiny_backbone(folder: Path, seed: int = 0) -> Path:
+    """A tiny random backbone saved as a local model folder, for configs and checkpoints that name it."""
+    model, tokenizer = tiny_backbone(seed=seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def tiny_model(
     schema: FeatureSchema, train_requests: list[PostRankRequest], seed: int = 0
 ) -> tuple[LLM4PRModel, PromptBuilder]:
