@@ -294,25 +294,31 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 
 def plot_results(results: dict[str, Any], path: Path) -> None:
-    """NDCG@3 per row (mean, with the spread over seeds), one panel per protocol."""
+    """NDCG@3 per row (mean, with the spread over seeds), one panel per protocol, one shared axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     protocols = list(dict.fromkeys(r["protocol"] for r in results["rows"]))
-    fig, axes = plt.subplots(1, len(protocols), figsize=(7 * len(protocols), 0.45 * max(len(results["rows"]) // len(protocols), 4) + 1.5), squeeze=False)
+    rows_per_panel = max(sum(r["protocol"] == p for r in results["rows"]) for p in protocols)
+    fig, axes = plt.subplots(1, len(protocols), figsize=(7 * len(protocols), 0.45 * max(rows_per_panel, 4) + 1.8), squeeze=False, sharex=True)
+    scored = [r for r in results["rows"] if r["mean"]["ndcg@3"] is not None]
+    means = [r["mean"]["ndcg@3"] for r in scored]
     for ax, protocol in zip(axes[0], protocols, strict=True):
-        rows = [r for r in results["rows"] if r["protocol"] == protocol and r["mean"]["ndcg@3"] is not None]
-        names = [r["row"] + (" *" if r["signals"] else "") for r in rows]
-        means = [r["mean"]["ndcg@3"] for r in rows]
-        colours = ["tab:orange" if r["kind"] == "llm" else "tab:blue" for r in rows]
-        ax.barh(names, means, xerr=[r["std"]["ndcg@3"] for r in rows], color=colours)
+        rows = [r for r in scored if r["protocol"] == protocol]
+        ax.barh(
+            [r["row"] + (" *" if r["signals"] else "") for r in rows],
+            [r["mean"]["ndcg@3"] for r in rows],
+            xerr=[r["std"]["ndcg@3"] for r in rows],
+            color=["tab:orange" if r["kind"] == "llm" else "tab:blue" for r in rows],
+        )
         ax.invert_yaxis()
-        low = min(means) - 0.02
-        ax.set_xlim(max(low, 0.0), min(max(means) + 0.02, 1.0))
         ax.set_xlabel("NDCG@3 on the test split (mean over seeds)")
-        ax.set_title(f"candidate order: {protocol}  (* uses ranking-stage signals; orange: LLM rows)")
+        ax.set_title(f"candidate order: {protocol}")
+    if means:
+        axes[0][0].set_xlim(max(min(means) - 0.02, 0.0), min(max(means) + 0.02, 1.0))
+    fig.suptitle("* uses the ranking-stage signals; orange: LLM rows; bars: spread over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
