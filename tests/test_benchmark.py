@@ -47,6 +47,8 @@ def write_config(tmp_path: Path, llm_config: Path) -> Path:
             {"name": "LLM4PR", "llm4pr": str(llm_config)},
             {"name": "LLM4PR (first_token)", "llm4pr": str(llm_config), "mode": "first_token"},
             {"name": "PTPR", "llm4pr": str(llm_config), "overrides": {"model": {"prompt_style": "text"}, "adaptation": {"steps": 0}}},
+            {"name": "zero-shot LLM", "llm4pr": str(llm_config),
+             "overrides": {"model": {"prompt_style": "text"}, "adaptation": {"steps": 0}, "post_rank": {"steps": 0}}},
         ],
     }
     path = tmp_path / "bench.yaml"
@@ -60,9 +62,14 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
     assert main(["benchmark", "--config", str(config_path), "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {(r["protocol"], r["row"]): r for r in results["rows"]}
-    assert len(rows) == 12 and results["complete"] and results["pending"] == []
-    # the two LLM4PR rows train the same model: one run per protocol and seed, not two
-    assert len(list((out / "runs" / "input").iterdir())) == 2 * 2  # (LLM4PR, PTPR) x 2 seeds
+    assert len(rows) == 14 and results["complete"] and results["pending"] == []
+    # the two LLM4PR rows train the same model: one run per protocol and seed, not two;
+    # the zero-shot row trains nothing: one run serves both seeds
+    assert len(list((out / "runs" / "input").iterdir())) == 2 * 2 + 1  # (LLM4PR, PTPR) x 2 seeds + zero-shot
+    zero_shot = rows[("input", "zero-shot LLM")]
+    assert zero_shot["runs"] == 1 and zero_shot["per_seed"]["0"] == zero_shot["per_seed"]["1"]
+    assert json.loads((out / "rows" / "input" / "zero-shot-llm" / "seed1.json").read_text())["same_as_seed"] == 0
+    assert "| 2* |" in (out / "results.md").read_text() and rows[("input", "PTPR")]["runs"] == 2
     for row in rows.values():
         assert row["seeds"] == [0, 1]
         assert set(row["mean"]) == {"ndcg@3", "ndcg@5", "mrr@3", "mrr@5"}
@@ -83,8 +90,11 @@ def test_cheap_rows_first_and_partial_results(tmp_path: Path, llm_config: Path, 
     config = BenchmarkConfig.load(write_config(tmp_path, llm_config))
     bench = Benchmark(config, tmp_path / "out", progress=False)
     kinds = ["baseline" if row.baseline else "llm" for _, row, _ in bench.jobs()]
-    assert kinds == sorted(kinds) and len(kinds) == 2 * 2 * 6  # baselines first; 2 protocols x 2 seeds x 6 rows
-    assert [seed for _, row, seed in bench.jobs() if row.llm4pr][:6] == [0] * 6  # one seed of every LLM row first
+    assert kinds == sorted(kinds) and len(kinds) == 2 * 2 * 7  # baselines first; 2 protocols x 2 seeds x 7 rows
+    llm_jobs = [(row.name, seed) for _, row, seed in bench.jobs() if row.llm4pr]
+    assert [seed for _, seed in llm_jobs[:8]] == [0] * 8  # one seed of every LLM row first
+    # within a seed, the soft-prompt rows before the all-text ones (prompts ~10x longer)
+    assert {name for name, _ in llm_jobs[:4]} == {"LLM4PR", "LLM4PR (first_token)"}
 
     def interrupted(self: Benchmark, protocol: str, row: object, seed: int) -> dict[str, object]:
         if getattr(row, "llm4pr", None):
@@ -96,8 +106,8 @@ def test_cheap_rows_first_and_partial_results(tmp_path: Path, llm_config: Path, 
     with pytest.raises(KeyboardInterrupt):
         bench.run()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert not results["complete"] and len(results["pending"]) == 2 * 2 * 3
-    assert "**Incomplete:** 12 runs done, 12 pending" in (tmp_path / "out" / "results.md").read_text()
+    assert not results["complete"] and len(results["pending"]) == 2 * 2 * 4
+    assert "**Incomplete:** 12 runs done, 16 pending" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:

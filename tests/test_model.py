@@ -134,6 +134,13 @@ def test_ideal_order_is_stable() -> None:
     assert ideal_order([3.0, 5.0, 3.0, 4.0]) == [1, 3, 0, 2]
 
 
+def test_ideal_order_with_random_ties_keeps_the_labels_order() -> None:
+    rng = random.Random(0)
+    orders = [ideal_order([3.0, 5.0, 3.0, 4.0, 3.0], rng) for _ in range(50)]
+    assert all(order[:2] == [1, 3] and sorted(order[2:]) == [0, 2, 4] for order in orders)
+    assert len({tuple(order[2:]) for order in orders}) == 6  # every order of the three tied candidates occurs
+
+
 def test_auxiliary_answer_is_the_higher_ndcg_list(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
     _, builder = tiny
     factory = ExampleFactory(builder, TOY_SCHEMA, max_history=10, shuffle_candidates=False)

@@ -135,10 +135,14 @@ class Benchmark:
 
     def jobs(self) -> list[tuple[Protocol, RowConfig, int]]:
         """Every (protocol, row, seed), cheapest first: all baseline rows, then the LLM rows seed by
-        seed, so that an interrupted benchmark has whole baseline rows and one seed of every LLM row
-        before it spends time on further seeds."""
+        seed (soft-prompt rows before the all-text ones, whose prompts are ~10x longer), so that an
+        interrupted benchmark has whole baseline rows and one seed of every LLM row before it
+        spends time on further seeds."""
         baselines = [(p, row, seed) for p in self.config.protocols for row in self.config.rows if row.baseline for seed in self.config.seeds]
-        llm = [(p, row, seed) for seed in self.config.seeds for p in self.config.protocols for row in self.config.rows if row.llm4pr]
+        llm_rows = [row for row in self.config.rows if row.llm4pr]
+        text_prompts = {row.name: self._training_config(row, 0).model.prompt_style == "text" for row in llm_rows}
+        groups = [[row for row in llm_rows if text_prompts[row.name] == text] for text in (False, True)]
+        llm = [(p, row, seed) for seed in self.config.seeds for group in groups for p in self.config.protocols for row in group]
         return baselines + llm
 
     def run(self) -> dict[str, Any]:
@@ -148,9 +152,18 @@ class Benchmark:
             bar.set_postfix_str(f"{protocol} / {row.name} / seed {seed}")
             path = self._result_path(protocol, row, seed)
             if not path.is_file():
-                write_json(path, self._run_row(protocol, row, seed))
+                write_json(path, self._reused(protocol, row, seed) or self._run_row(protocol, row, seed))
                 results = self.write_results()  # a partial table is readable while the rest runs
         return results
+
+    def _reused(self, protocol: Protocol, row: RowConfig, seed: int) -> dict[str, Any] | None:
+        """An LLM row that trains nothing (the zero-shot LLM) gives the same ranking for every seed:
+        later seeds repeat the first seed's result instead of re-scoring the test split."""
+        first = self.config.seeds[0]
+        if row.llm4pr is None or seed == first or self._training_config(row, seed).trains:
+            return None
+        source = self._result_path(protocol, row, first)
+        return {**_read(source), "seed": seed, "same_as_seed": first} if source.is_file() else None
 
     def write_results(self) -> dict[str, Any]:
         results = self.collect()
@@ -196,14 +209,17 @@ class Benchmark:
             **extra,
         }
 
-    def _train_llm(self, protocol: Protocol, row: RowConfig, seed: int, data_dir: Path) -> Any:
-        from llm4pr.inference.ranker import LLM4PRRanker
+    def _training_config(self, row: RowConfig, seed: int) -> Any:
         from llm4pr.training.config import TrainConfig
-        from llm4pr.training.trainer import Trainer
 
         raw = yaml.safe_load(Path(row.llm4pr).read_text(encoding="utf-8")) or {}  # type: ignore[arg-type]
-        raw = deep_merge(raw, {**row.overrides, "seed": seed})
-        config = TrainConfig.model_validate(raw)
+        return TrainConfig.model_validate(deep_merge(raw, {**row.overrides, "seed": seed}))
+
+    def _train_llm(self, protocol: Protocol, row: RowConfig, seed: int, data_dir: Path) -> Any:
+        from llm4pr.inference.ranker import LLM4PRRanker
+        from llm4pr.training.trainer import Trainer
+
+        config = self._training_config(row, seed)
         # Rows that train the same way (e.g. one model evaluated in two modes) share one run.
         digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), row.signals], sort_keys=True).encode()).hexdigest()[:12]
         run_dir = self.out / "runs" / protocol / digest
@@ -254,6 +270,7 @@ def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]]) -> di
         "signals": row.signals,
         "kind": "baseline" if row.baseline else "llm",
         "seeds": [s["seed"] for s in seeds],
+        "runs": sum("same_as_seed" not in s for s in seeds),  # < len(seeds) for rows that train nothing
         "per_seed": {str(s["seed"]): s["metrics"] for s in seeds},
         "mean": {},
         "std": {},
@@ -287,10 +304,16 @@ def results_markdown(results: dict[str, Any]) -> str:
             latency = f"{row['latency_p50_ms']:.0f}" if "latency_p50_ms" in row else ""
             lines.append(
                 f"| {row['row']} | {'yes' if row['signals'] else 'no'} | " + " | ".join(cells)
-                + f" | {tokens} | {latency} | {row['train_s_mean']:.0f} | {len(row['seeds'])} |"
+                + f" | {tokens} | {latency} | {row['train_s_mean']:.0f} | {_seeds_cell(row)} |"
             )
         lines.append("")
+    if any(_seeds_cell(row) != str(len(row["seeds"])) for row in results["rows"]):
+        lines += ["\\* trains nothing, so one run serves every seed (its ranking does not depend on the seed).", ""]
     return "\n".join(lines)
+
+
+def _seeds_cell(row: dict[str, Any]) -> str:
+    return f"{len(row['seeds'])}*" if row.get("runs", len(row["seeds"])) < len(row["seeds"]) else str(len(row["seeds"]))
 
 
 def plot_results(results: dict[str, Any], path: Path) -> None:

@@ -31,6 +31,7 @@ class StageConfig(BaseModel):
 class PostRankStageConfig(StageConfig):
     auxiliary_ratio: float = Field(default=0.25, ge=0, le=1, description="share of auxiliary-task examples")
     shuffle_candidates: bool = Field(default=True, description="show candidates in random order in training")
+    random_ties: bool = Field(default=False, description="order tied candidates at random in the main-task answer")
     listwise_loss_weight: float = Field(default=1.0, ge=0, description="ListNet term on the first answer position")
 
 
@@ -52,6 +53,11 @@ class TrainConfig(BaseModel):
         if self.model.prompt_style == "text" and self.adaptation.steps:
             raise ValueError("model.prompt_style 'text' (PTPR) has no soft tokens to adapt: set adaptation.steps to 0")
         return self
+
+    @property
+    def trains(self) -> bool:
+        """False when both stages are skipped (the zero-shot LLM): the run is the same for any seed."""
+        return bool(self.adaptation.steps or self.post_rank.steps)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

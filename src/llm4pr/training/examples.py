@@ -3,7 +3,7 @@
 - Feature adaptation: one (user, candidate item) pair; the answer describes both with the
   schema's templates and states the label ("Rating: 4").
 - Main task: the answer is the candidates' identifiers sorted by label, descending; ties keep
-  the order in which the candidates are shown.
+  the order in which the candidates are shown, or, with `random_ties`, a random order.
 - Auxiliary task: two random orders "I" and "II"; the answer is the one with the higher NDCG
   (pairs with equal NDCG are redrawn, and the request is skipped if every draw ties).
 
@@ -12,7 +12,9 @@ With `prompt_style="text"` the main and auxiliary prompts describe the user and 
 
 `shuffle_candidates` shows the candidates in a random order (the target follows). Without it a
 model learns to echo the ranking-stage order wherever labels tie, which on MovieLens (time order)
-carries no signal; with it the model must read the soft tokens.
+carries no signal; with it the model must read the soft tokens. Even then a stable sort writes
+tied candidates in identifier order (A before B), a shortcut that rewards "answer A, B, C" on
+the many tied MovieLens ratings; `random_ties` removes it, so that only the labels explain the answer.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ class Example:
     candidate_labels: list[float] | None = None  # main task: labels in shown order, for the listwise loss
 
 
-def ideal_order(labels: list[float]) -> list[int]:
-    """Positions sorted by label, descending; ties keep their order (a stable sort)."""
-    return sorted(range(len(labels)), key=lambda i: -labels[i])
+def ideal_order(labels: list[float], rng: random.Random | None = None) -> list[int]:
+    """Positions sorted by label, descending; ties keep their order (a stable sort), or are
+    shuffled with `rng`."""
+    tie_breaks = [rng.random() for _ in labels] if rng is not None else [0.0] * len(labels)
+    return sorted(range(len(labels)), key=lambda i: (-labels[i], tie_breaks[i]))
 
 
 class ExampleFactory:
@@ -50,12 +54,14 @@ class ExampleFactory:
         max_history: int,
         shuffle_candidates: bool,
         prompt_style: str = "soft",
+        random_ties: bool = False,
     ) -> None:
         self.builder = builder
         self.prompt_style = prompt_style
         self.schema = schema
         self.max_history = max_history
         self.shuffle_candidates = shuffle_candidates
+        self.random_ties = random_ties
 
     def _shown(self, request: PostRankRequest, rng: random.Random) -> tuple[list[Item], list[float], list[Item]]:
         candidates = list(request.candidates[: self.builder.max_candidates])
@@ -72,7 +78,7 @@ class ExampleFactory:
     def main(self, request: PostRankRequest, rng: random.Random) -> Example:
         candidates, labels, history = self._shown(request, rng)
         texts = self._texts(request, history, candidates)
-        prompt = self.builder.main_task(request.query, len(history), len(candidates), ideal_order(labels), texts)
+        prompt = self.builder.main_task(request.query, len(history), len(candidates), ideal_order(labels, rng if self.random_ties else None), texts)
         inputs = PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates)
         return Example("main", prompt, inputs, candidate_labels=labels)
 

@@ -244,6 +244,7 @@ class Trainer:
             self.config.model.max_history,
             shuffle_candidates=self.config.post_rank.shuffle_candidates,
             prompt_style=self.config.model.prompt_style,
+            random_ties=self.config.post_rank.random_ties,
         )
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
