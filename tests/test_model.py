@@ -141,6 +141,21 @@ def test_ideal_order_with_random_ties_keeps_the_labels_order() -> None:
     assert len({tuple(order[2:]) for order in orders}) == 6  # every order of the three tied candidates occurs
 
 
+def test_random_ties_reach_the_main_task_answer(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    _, builder = tiny
+    request = toy_requests(1)[0]
+    tied = request.model_copy(update={"candidates": [c.model_copy(update={"label": 3.0}) for c in request.candidates]})
+
+    def answers(random_ties: bool) -> set[str]:
+        factory = ExampleFactory(builder, TOY_SCHEMA, max_history=10, shuffle_candidates=False, random_ties=random_ties)
+        rng = random.Random(0)
+        prompts = [factory.main(tied, rng).prompt for _ in range(20)]
+        return {builder.tokenizer.decode(p.labels[p.answer_start : -1]) for p in prompts}
+
+    assert answers(False) == {" A B C D E"}
+    assert len(answers(True)) > 5
+
+
 def test_auxiliary_answer_is_the_higher_ndcg_list(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
     _, builder = tiny
     factory = ExampleFactory(builder, TOY_SCHEMA, max_history=10, shuffle_candidates=False)

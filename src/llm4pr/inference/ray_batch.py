@@ -156,7 +156,7 @@ def rank_with_ray(
             ranked.write_parquet(str(tmp))
         else:
             ranked.write_json(str(tmp), double_precision=15)
-        count = sum(1 for _ in ray.data.read_parquet(str(tmp)).iter_rows()) if output_format == "parquet" else _count_lines(tmp)
+        count = _count_rows(tmp)
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.exists():
             output.rmdir()  # empty (checked above)
@@ -185,8 +185,17 @@ def read_results(folder: str | Path) -> list[RankResult]:
     return results
 
 
-def _count_lines(folder: Path) -> int:
-    return sum(sum(1 for line in shard.open(encoding="utf-8") if line.strip()) for shard in folder.iterdir() if shard.is_file())
+def _count_rows(folder: Path) -> int:
+    """Results written to `folder`: Parquet footers hold the row count; JSON shards are counted by line."""
+    import pyarrow.parquet as pq
+
+    def rows(shard: Path) -> int:
+        if shard.suffix == ".parquet":
+            return pq.ParquetFile(shard).metadata.num_rows
+        with shard.open(encoding="utf-8") as lines:
+            return sum(1 for line in lines if line.strip())
+
+    return sum(rows(shard) for shard in folder.iterdir() if shard.is_file())
 
 
 def _data_error(exc: BaseException) -> DataError | None:
