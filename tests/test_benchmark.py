@@ -70,6 +70,8 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
     assert zero_shot["runs"] == 1 and zero_shot["per_seed"]["0"] == zero_shot["per_seed"]["1"]
     assert json.loads((out / "rows" / "input" / "zero-shot-llm" / "seed1.json").read_text())["same_as_seed"] == 0
     assert "| 2* |" in (out / "results.md").read_text() and rows[("input", "PTPR")]["runs"] == 2
+    provenance = json.loads((out / "rows" / "input" / "llm4pr" / "seed0.json").read_text())["provenance"]
+    assert provenance["machine"]["cpus"] >= 1 and provenance["machine"]["torch"] and provenance["finished"].startswith("20")
     for row in rows.values():
         assert row["seeds"] == [0, 1]
         assert set(row["mean"]) == {"ndcg@3", "ndcg@5", "mrr@3", "mrr@5"}
@@ -122,3 +124,23 @@ def test_deep_merge_and_markdown() -> None:
     row = {"row": "r", "protocol": "input", "signals": False, "kind": "baseline", "seeds": [0], "train_s_mean": 1.0,
            "mean": {m: 0.5 for m in ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")}, "std": {m: 0.0 for m in ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")}}
     assert "| r | no | 0.5000 ± 0.0000" in results_markdown({"rows": [row]})
+
+
+def test_git_commit_names_head_and_dirty_trees(tmp_path: Path) -> None:
+    import subprocess
+
+    from llm4pr.benchmarks.provenance import git_commit
+
+    assert git_commit(tmp_path) is None  # not a checkout
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    run("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    run("add", "f.txt")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    head = run("rev-parse", "--short", "HEAD").stdout.decode().strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "f.txt").write_text("b")
+    assert git_commit(tmp_path) == f"{head}-dirty"

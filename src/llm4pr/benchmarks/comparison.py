@@ -29,6 +29,7 @@ from llm4pr.data.config_files import load_yaml_model
 from llm4pr.data.jsonl import atomic_write_text, read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
+from llm4pr.benchmarks.provenance import provenance
 from llm4pr.evaluation.evaluate import evaluate_run
 
 Protocol = Literal["input", "ranking_stage"]
@@ -207,6 +208,7 @@ class Benchmark:
             "train_s": round(train_s, 1),
             "fallbacks": sum(r.fallback for r in run),
             **extra,
+            "provenance": provenance(),
         }
 
     def _training_config(self, row: RowConfig, seed: int) -> Any:

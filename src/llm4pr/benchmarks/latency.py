@@ -9,7 +9,6 @@ cached, as in a running service; a warm-up pass fills that cache before anything
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm4pr.benchmarks.provenance import machine
 from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.inference.ranker import LLM4PRRanker
@@ -64,7 +64,7 @@ def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 10
         quantized = LLM4PRRanker.from_pretrained(checkpoint, device=device, quantize="int8", batch_size=16)
         quantized.rank(requests[:2], mode="first_token")
         systems.update({"generate_int8": (quantized, "generate"), "first_token_int8": (quantized, "first_token")})
-    report: dict[str, Any] = {"requests": len(requests), "device": device, "machine": _machine(), "systems": {}}
+    report: dict[str, Any] = {"requests": len(requests), "device": device, "machine": machine(), "systems": {}}
     for name, (system, mode) in systems.items():
         def rank(batch: Sequence[PostRankRequest], system: LLM4PRRanker = system, mode: str = mode) -> object:
             return system.rank(batch, mode=mode)
@@ -108,10 +108,6 @@ def _int8_ratios(systems: dict[str, Any]) -> dict[str, float]:
 
 def _percentile(values: Sequence[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
-
-
-def _machine() -> dict[str, Any]:
-    return {"processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def format_latency_table(report: dict[str, Any]) -> str:

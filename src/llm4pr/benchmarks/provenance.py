@@ -1,0 +1,56 @@
+"""Where a measured number comes from: the code (git commit) and the machine.
+
+Benchmark results are filled in over several sessions and possibly on different machines; every
+result file carries this record so that a table can say what ran where."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    record: dict[str, Any] = {
+        "processor": _cpu_model() or platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        record["gpu"] = torch.cuda.get_device_name(0)
+    return record
+
+
+def git_commit(folder: str | Path = ".") -> str | None:
+    """HEAD of the repository holding `folder`, with "-dirty" when tracked files differ from it;
+    None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}-dirty" if changed.strip() else head
+
+
+def provenance() -> dict[str, Any]:
+    return {
+        "commit": git_commit(),
+        "machine": machine(),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _cpu_model() -> str | None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return None
