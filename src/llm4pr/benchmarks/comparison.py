@@ -29,7 +29,7 @@ from llm4pr.data.config_files import load_yaml_model
 from llm4pr.data.jsonl import atomic_write_text, read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
-from llm4pr.benchmarks.provenance import provenance
+from llm4pr.benchmarks.provenance import git_commit, provenance
 from llm4pr.evaluation.evaluate import evaluate_run
 
 Protocol = Literal["input", "ranking_stage"]
@@ -90,6 +90,7 @@ class Benchmark:
         self.out = Path(out)
         self.progress = progress
         self._stage: Any = None  # the ranking-stage model, fitted once when a variant needs it
+        self._commit = git_commit()  # the code this process runs, whatever the checkout becomes meanwhile
 
     # -- data --------------------------------------------------------------------------------------
 
@@ -208,7 +209,7 @@ class Benchmark:
             "train_s": round(train_s, 1),
             "fallbacks": sum(r.fallback for r in run),
             **extra,
-            "provenance": provenance(),
+            "provenance": provenance(self._commit),
         }
 
     def _training_config(self, row: RowConfig, seed: int) -> Any:

@@ -38,9 +38,10 @@ def git_commit(folder: str | Path = ".") -> str | None:
     return f"{head}-dirty" if changed.strip() else head
 
 
-def provenance() -> dict[str, Any]:
+def provenance(commit: str | None) -> dict[str, Any]:
+    """`commit`: taken when the process started (the code it runs), not when the result is written."""
     return {
-        "commit": git_commit(),
+        "commit": commit,
         "machine": machine(),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
