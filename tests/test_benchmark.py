@@ -66,6 +66,8 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
     # the two LLM4PR rows train the same model: one run per protocol and seed, not two;
     # the zero-shot row trains nothing: one run serves both seeds
     assert len(list((out / "runs" / "input").iterdir())) == 2 * 2 + 1  # (LLM4PR, PTPR) x 2 seeds + zero-shot
+    # a shared run's training time is its own record, not the (short) time the second row waited for it
+    assert rows[("input", "LLM4PR (first_token)")]["train_s_mean"] == rows[("input", "LLM4PR")]["train_s_mean"]
     zero_shot = rows[("input", "zero-shot LLM")]
     assert zero_shot["runs"] == 1 and zero_shot["per_seed"]["0"] == zero_shot["per_seed"]["1"]
     assert json.loads((out / "rows" / "input" / "zero-shot-llm" / "seed1.json").read_text())["same_as_seed"] == 0

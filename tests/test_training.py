@@ -20,7 +20,7 @@ from llm4pr.model.prompts import PromptBuilder
 from llm4pr.training.checkpoint import save_checkpoint
 from llm4pr.training.config import TrainConfig
 import llm4pr.training.trainer as trainer_module
-from llm4pr.training.trainer import Trainer, learning_rate
+from llm4pr.training.trainer import Trainer, learning_rate, training_seconds
 from toy import TOY_SCHEMA, toy_requests, write_toy_data
 
 
@@ -82,6 +82,12 @@ def test_full_run_writes_a_loadable_model_and_a_validation_report(tiny_backbone_
     assert 0.0 <= report["generate"]["metrics"]["ndcg@3"] <= 1.0
     assert json.loads((run_dir / "valid_report.json").read_text())["n_requests"] == 4
     assert not list(run_dir.rglob("*.pt")) and not list(run_dir.rglob("*.bin")) and not list(run_dir.rglob("*.pkl"))
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert set(timing) == {"adaptation_s", "post_rank_s"} and all(v > 0 for v in timing.values())
+    assert training_seconds(run_dir) == pytest.approx(sum(timing.values()), abs=0.11)
+    # a finished run is not trained or validated again: the saved report comes back
+    (run_dir / "valid_report.json").write_text(json.dumps({"n_requests": -1}))
+    assert Trainer(tiny_config(tiny_backbone_dir), data_dir, run_dir, progress=False).run() == {"n_requests": -1}
 
 
 def test_save_and_reload_give_identical_output(tiny_backbone_dir: Path, tmp_path: Path) -> None:
@@ -129,10 +135,13 @@ def test_interrupted_run_resumes_to_the_same_weights(
         Trainer(config, data_dir, interrupted, progress=False).run()
     state = json.loads((interrupted / "snapshot" / "trainer_state.json").read_text())
     assert (state["stage"], state["step"]) == ("post_rank", 2)
+    before_interruption = state["train_s"]
+    assert before_interruption > 0
     assert (interrupted / "adaptation" / "config.json").is_file()
     monkeypatch.setattr(trainer_module, "batch_loss", original)
     Trainer(config, data_dir, interrupted, progress=False).run()
     resumed = final_weights(interrupted)
+    assert json.loads((interrupted / "timing.json").read_text())["post_rank_s"] > before_interruption  # resumed parts add up
     assert resumed.keys() == expected.keys()
     for key in expected:
         torch.testing.assert_close(resumed[key], expected[key], rtol=1e-4, atol=1e-5)

@@ -193,8 +193,9 @@ class Benchmark:
             train_s = time.perf_counter() - started
             run = ranker.rank(test)
         else:
-            ranker = self._train_llm(protocol, row, seed, data_dir)
-            train_s = time.perf_counter() - started
+            ranker, trained_s = self._train_llm(protocol, row, seed, data_dir)
+            # the run's own record: rows sharing one run (and resumed runs) show what training cost
+            train_s = trained_s if trained_s is not None else time.perf_counter() - started
             run = ranker.rank(test, mode=row.mode)
             extra = _llm_costs(ranker, test[: self.config.latency_requests], row.mode)
         report = evaluate_run(test, run)
@@ -218,16 +219,17 @@ class Benchmark:
         raw = yaml.safe_load(Path(row.llm4pr).read_text(encoding="utf-8")) or {}  # type: ignore[arg-type]
         return TrainConfig.model_validate(deep_merge(raw, {**row.overrides, "seed": seed}))
 
-    def _train_llm(self, protocol: Protocol, row: RowConfig, seed: int, data_dir: Path) -> Any:
+    def _train_llm(self, protocol: Protocol, row: RowConfig, seed: int, data_dir: Path) -> tuple[Any, float | None]:
+        """The trained ranker and the seconds its run spent training (None if not recorded)."""
         from llm4pr.inference.ranker import LLM4PRRanker
-        from llm4pr.training.trainer import Trainer
+        from llm4pr.training.trainer import Trainer, training_seconds
 
         config = self._training_config(row, seed)
         # Rows that train the same way (e.g. one model evaluated in two modes) share one run.
         digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), row.signals], sort_keys=True).encode()).hexdigest()[:12]
         run_dir = self.out / "runs" / protocol / digest
         Trainer(config, data_dir, run_dir, progress=self.progress).run()
-        return LLM4PRRanker.from_pretrained(run_dir, batch_size=16)
+        return LLM4PRRanker.from_pretrained(run_dir, batch_size=16), training_seconds(run_dir)
 
     # -- results -----------------------------------------------------------------------------------
 

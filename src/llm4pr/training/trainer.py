@@ -2,7 +2,8 @@
 
 A run folder holds `train_config.json`, `adaptation/` (the model after feature adaptation),
 `model/` (the final model, what `rank`, `evaluate` and `serve` load), `snapshot/` (the latest
-resumable state: weights, optimizer, step) and `valid_report.json`. Running the same command again
+resumable state: weights, optimizer, step), `timing.json` (seconds spent training each stage,
+resumed parts added up) and `valid_report.json`. Running the same command again
 resumes from the snapshot; a finished stage is never redone. Every batch, and the random numbers
 (dropout) of every step, are pure functions of the seed, the stage, the step and the process, so a
 resumed run sees the same examples and noise as an uninterrupted one, and a stage's initial weights
@@ -17,6 +18,7 @@ import logging
 import math
 import random
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,7 @@ Stage = Literal["adaptation", "post_rank"]
 STAGES: tuple[Stage, ...] = ("adaptation", "post_rank")
 STAGE_DIRS = {"adaptation": "adaptation", "post_rank": "model"}
 SNAPSHOT_DIR = "snapshot"
+TIMING_FILE = "timing.json"
 
 
 def make_accelerator(device: str) -> Accelerator:
@@ -194,12 +197,16 @@ class Trainer:
     # -- stages ----------------------------------------------------------------------------------
 
     def run(self, stages: Sequence[Stage] = STAGES) -> dict[str, Any]:
+        """Train the stages not yet finished; return the validation report (the saved one when
+        nothing was left to train)."""
+        trained = False
         for stage in stages:
             stage_config = self._stage_config(stage)
             final_dir = self.run_dir / STAGE_DIRS[stage]
             if (final_dir / "config.json").is_file():
                 logger.info("stage %s already finished in %s", stage, final_dir)
                 continue
+            trained = True
             model, tokenizer, resume = self._start_stage(stage)
             full_state = self._train(stage, model, tokenizer, resume) if stage_config.steps else None
             if self.is_main:
@@ -208,6 +215,9 @@ class Trainer:
             self.accelerator.wait_for_everyone()  # the next stage starts from what the main process saved
         if "post_rank" not in stages or not self.is_main:
             return {}
+        saved = self.run_dir / "valid_report.json"
+        if not trained and saved.is_file():
+            return json.loads(saved.read_text(encoding="utf-8"))
         return self.validate()
 
     def _stage_config(self, stage: Stage) -> StageConfig:
@@ -249,6 +259,7 @@ class Trainer:
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
         start = int(resume["step"]) if resume else 0
+        started, seconds_before = time.perf_counter(), float(resume.get("train_s", 0.0)) if resume else 0.0
         if resume and (self.run_dir / SNAPSHOT_DIR / OPTIMIZER_FILE).is_file():
             load_optimizer(optimizer, self.run_dir / SNAPSHOT_DIR)
         elif resume:
@@ -283,13 +294,21 @@ class Trainer:
             bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             done = step + 1
             if done % self.config.checkpoint_every == 0 and done < stage_config.steps:
-                self._snapshot(model, wrapped, optimizer, {"stage": stage, "step": done, "loss": smoothed})
+                train_s = seconds_before + time.perf_counter() - started
+                self._snapshot(model, wrapped, optimizer, {"stage": stage, "step": done, "loss": smoothed, "train_s": train_s})
         full_state = self.accelerator.get_state_dict(wrapped)
+        self._record_time(stage, seconds_before + time.perf_counter() - started)
         if self.config.gradient_checkpointing:
             set_activation_checkpointing(model.backbone, False)
         self.accelerator.free_memory()  # drop Accelerate's references to this stage's model and optimizer
         model.eval()
         return full_state
+
+    def _record_time(self, stage: Stage, seconds: float) -> None:
+        if self.is_main:
+            path = self.run_dir / TIMING_FILE
+            timing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            write_json(path, {**timing, f"{stage}_s": round(seconds, 1)})
 
     def _snapshot(self, model: LLM4PRModel, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         """A resumable state, written by the main process. Every process takes part in gathering the
@@ -349,3 +368,10 @@ class Trainer:
             report[mode] = {"metrics": scored["metrics"], "input_order_rate": echo}
         write_json(self.run_dir / "valid_report.json", report)
         return report
+
+
+def training_seconds(run_dir: str | Path) -> float | None:
+    """Seconds a finished run spent training (every stage, resumed parts added up); None when the
+    run folder has no record (written before timing.json existed)."""
+    path = Path(run_dir) / TIMING_FILE
+    return round(sum(json.loads(path.read_text(encoding="utf-8")).values()), 1) if path.is_file() else None
