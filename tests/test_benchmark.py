@@ -139,10 +139,14 @@ def test_git_commit_names_head_and_dirty_trees(tmp_path: Path) -> None:
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
     run("init", "-q")
-    (tmp_path / "f.txt").write_text("a")
-    run("add", "f.txt")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f.py").write_text("a")
+    (tmp_path / "results.md").write_text("a")
+    run("add", "src/f.py", "results.md")
     run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
     head = run("rev-parse", "--short", "HEAD").stdout.decode().strip()
     assert git_commit(tmp_path) == head
-    (tmp_path / "f.txt").write_text("b")
+    (tmp_path / "results.md").write_text("b")  # results rewritten: still the same code
+    assert git_commit(tmp_path) == head
+    (tmp_path / "src" / "f.py").write_text("b")
     assert git_commit(tmp_path) == f"{head}-dirty"

@@ -27,12 +27,17 @@ def machine() -> dict[str, Any]:
     return record
 
 
-def git_commit(folder: str | Path = ".") -> str | None:
-    """HEAD of the repository holding `folder`, with "-dirty" when tracked files differ from it;
-    None outside a git checkout."""
+CODE_PATHS = ("src", "configs", "benchmarks/*.yaml")  # what decides a result; results files are not code
+
+
+def git_commit(folder: str | Path = ".", paths: tuple[str, ...] = CODE_PATHS) -> str | None:
+    """HEAD of the repository holding `folder`, with "-dirty" when tracked files under `paths`
+    differ from it (a benchmark rewrites its own tracked results as it goes: that is not a code
+    change); None outside a git checkout."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder, capture_output=True, text=True, check=True).stdout
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", *paths]
+        changed = subprocess.run(status, cwd=folder, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     return f"{head}-dirty" if changed.strip() else head
