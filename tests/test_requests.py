@@ -151,6 +151,8 @@ def test_schema_round_trip_and_errors(tmp_path: Path, schema: FeatureSchema) -> 
     assert FeatureSchema.load(tmp_path / "schema.json") == schema
     assert schema.spec("user", "age").describe(25.0) == "25 years old"  # type: ignore[union-attr]
     assert schema.spec("item", "genres").describe(["Action", "Drama"]) == "genres Action, Drama"  # type: ignore[union-attr]
+    described = schema.describe("item", {"genres": ["Action"], "vec": [0.123456789, 0.5]})
+    assert "genres Action" in described and "0.123" not in described and "vec" not in described  # vectors are not words
     (tmp_path / "bad.json").write_text(json.dumps({"features": [{"name": "v", "owner": "item", "kind": "embedding"}]}))
     with pytest.raises(DataError, match="bad.json: invalid schema: .*kind 'embedding' needs 'dim'"):
         FeatureSchema.load(tmp_path / "bad.json")

@@ -121,8 +121,14 @@ class FeatureSchema(BaseModel):
         return None
 
     def describe(self, owner: Literal["user", "item"], features: dict[str, Any]) -> str:
-        """Every present feature of a user or item in words, from the templates, in schema order."""
-        parts = [spec.describe(features[spec.name]) for spec in self.for_owner(owner) if features.get(spec.name) is not None]
+        """Every present feature of a user or item in words, from the templates, in schema order.
+        Embeddings are left out: a vector written as numbers means nothing to a language model and
+        would make feature-adaptation and all-text prompts several times longer."""
+        parts = [
+            spec.describe(features[spec.name])
+            for spec in self.for_owner(owner)
+            if features.get(spec.name) is not None and spec.kind is not FeatureKind.embedding
+        ]
         return ", ".join(parts) if parts else "unknown"
 
     @classmethod
