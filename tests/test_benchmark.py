@@ -150,3 +150,16 @@ def test_git_commit_names_head_and_dirty_trees(tmp_path: Path) -> None:
     assert git_commit(tmp_path) == head
     (tmp_path / "src" / "f.py").write_text("b")
     assert git_commit(tmp_path) == f"{head}-dirty"
+
+
+def test_protocol_overrides_reach_only_their_protocol(tmp_path: Path, llm_config: Path) -> None:
+    raw = yaml.safe_load(write_config(tmp_path, llm_config).read_text())
+    raw["protocol_overrides"] = {"ranking_stage": {"post_rank": {"shuffle_candidates": False, "steps": 3}}}
+    bench = Benchmark(BenchmarkConfig.model_validate(raw), tmp_path / "out", progress=False)
+    ptpr = next(row for row in bench.config.rows if row.name == "PTPR")
+    assert bench._training_config(ptpr, 0, "input").post_rank.shuffle_candidates is True
+    ranking_stage = bench._training_config(ptpr, 0, "ranking_stage")
+    assert ranking_stage.post_rank.shuffle_candidates is False and ranking_stage.post_rank.steps == 3
+    assert ranking_stage.model.prompt_style == "text"  # the row's own overrides still apply
+    zero_shot = next(row for row in bench.config.rows if row.name == "zero-shot LLM")
+    assert bench._training_config(zero_shot, 0, "ranking_stage").post_rank.steps == 0  # the row has the last word

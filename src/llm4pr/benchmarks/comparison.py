@@ -66,6 +66,9 @@ class BenchmarkConfig(BaseModel):
     max_test_requests: int | None = Field(default=None, gt=0)
     ranking_stage_folds: int = Field(default=5, ge=2)
     latency_requests: int = Field(default=50, ge=1, description="requests timed one by one for LLM rows")
+    protocol_overrides: dict[Protocol, dict[str, Any]] = Field(
+        default_factory=dict, description="deep-merged into every LLM row's training config under that protocol"
+    )
     rows: list[RowConfig] = Field(min_length=1)
 
     @classmethod
@@ -142,7 +145,7 @@ class Benchmark:
         spends time on further seeds."""
         baselines = [(p, row, seed) for p in self.config.protocols for row in self.config.rows if row.baseline for seed in self.config.seeds]
         llm_rows = [row for row in self.config.rows if row.llm4pr]
-        text_prompts = {row.name: self._training_config(row, 0).model.prompt_style == "text" for row in llm_rows}
+        text_prompts = {row.name: self._training_config(row, 0, "input").model.prompt_style == "text" for row in llm_rows}
         groups = [[row for row in llm_rows if text_prompts[row.name] == text] for text in (False, True)]
         llm = [(p, row, seed) for seed in self.config.seeds for group in groups for p in self.config.protocols for row in group]
         return baselines + llm
@@ -162,7 +165,7 @@ class Benchmark:
         """An LLM row that trains nothing (the zero-shot LLM) gives the same ranking for every seed:
         later seeds repeat the first seed's result instead of re-scoring the test split."""
         first = self.config.seeds[0]
-        if row.llm4pr is None or seed == first or self._training_config(row, seed).trains:
+        if row.llm4pr is None or seed == first or self._training_config(row, seed, protocol).trains:
             return None
         source = self._result_path(protocol, row, first)
         return {**_read(source), "seed": seed, "same_as_seed": first} if source.is_file() else None
@@ -213,10 +216,12 @@ class Benchmark:
             "provenance": provenance(self._commit),
         }
 
-    def _training_config(self, row: RowConfig, seed: int) -> Any:
+    def _training_config(self, row: RowConfig, seed: int, protocol: Protocol) -> Any:
+        """The row's training config: its file, then the protocol's overrides, then the row's own."""
         from llm4pr.training.config import TrainConfig
 
         raw = yaml.safe_load(Path(row.llm4pr).read_text(encoding="utf-8")) or {}  # type: ignore[arg-type]
+        raw = deep_merge(raw, self.config.protocol_overrides.get(protocol, {}))
         return TrainConfig.model_validate(deep_merge(raw, {**row.overrides, "seed": seed}))
 
     def _train_llm(self, protocol: Protocol, row: RowConfig, seed: int, data_dir: Path) -> tuple[Any, float | None]:
@@ -224,7 +229,7 @@ class Benchmark:
         from llm4pr.inference.ranker import LLM4PRRanker
         from llm4pr.training.trainer import Trainer, training_seconds
 
-        config = self._training_config(row, seed)
+        config = self._training_config(row, seed, protocol)
         # Rows that train the same way (e.g. one model evaluated in two modes) share one run.
         digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), row.signals], sort_keys=True).encode()).hexdigest()[:12]
         run_dir = self.out / "runs" / protocol / digest
