@@ -25,11 +25,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
+from llm4pr.benchmarks.provenance import git_commit, provenance
 from llm4pr.data.config_files import load_yaml_model
 from llm4pr.data.jsonl import atomic_write_text, read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
-from llm4pr.benchmarks.provenance import git_commit, provenance
 from llm4pr.evaluation.evaluate import evaluate_run
 
 Protocol = Literal["input", "ranking_stage"]
@@ -317,13 +317,17 @@ def results_markdown(results: dict[str, Any]) -> str:
                 + f" | {tokens} | {latency} | {row['train_s_mean']:.0f} | {_seeds_cell(row)} |"
             )
         lines.append("")
-    if any(_seeds_cell(row) != str(len(row["seeds"])) for row in results["rows"]):
+    if any(_one_run_for_all_seeds(row) for row in results["rows"]):
         lines += ["\\* trains nothing, so one run serves every seed (its ranking does not depend on the seed).", ""]
     return "\n".join(lines)
 
 
+def _one_run_for_all_seeds(row: dict[str, Any]) -> bool:
+    return row.get("runs", len(row["seeds"])) < len(row["seeds"])
+
+
 def _seeds_cell(row: dict[str, Any]) -> str:
-    return f"{len(row['seeds'])}*" if row.get("runs", len(row["seeds"])) < len(row["seeds"]) else str(len(row["seeds"]))
+    return f"{len(row['seeds'])}{'*' if _one_run_for_all_seeds(row) else ''}"
 
 
 def plot_results(results: dict[str, Any], path: Path) -> None:
