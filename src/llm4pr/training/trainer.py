@@ -260,6 +260,10 @@ class Trainer:
         optimizer = torch.optim.AdamW(parameters, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
         start = int(resume["step"]) if resume else 0
         started, seconds_before = time.perf_counter(), float(resume.get("train_s", 0.0)) if resume else 0.0
+
+        def train_seconds() -> float:  # this stage's training so far, parts before a resume included
+            return seconds_before + time.perf_counter() - started
+
         if resume and (self.run_dir / SNAPSHOT_DIR / OPTIMIZER_FILE).is_file():
             load_optimizer(optimizer, self.run_dir / SNAPSHOT_DIR)
         elif resume:
@@ -294,10 +298,9 @@ class Trainer:
             bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             done = step + 1
             if done % self.config.checkpoint_every == 0 and done < stage_config.steps:
-                train_s = seconds_before + time.perf_counter() - started
-                self._snapshot(model, wrapped, optimizer, {"stage": stage, "step": done, "loss": smoothed, "train_s": train_s})
+                self._snapshot(model, wrapped, optimizer, {"stage": stage, "step": done, "loss": smoothed, "train_s": train_seconds()})
         full_state = self.accelerator.get_state_dict(wrapped)
-        self._record_time(stage, seconds_before + time.perf_counter() - started)
+        self._record_time(stage, train_seconds())
         if self.config.gradient_checkpointing:
             set_activation_checkpointing(model.backbone, False)
         self.accelerator.free_memory()  # drop Accelerate's references to this stage's model and optimizer
@@ -308,7 +311,7 @@ class Trainer:
         if self.is_main:
             path = self.run_dir / TIMING_FILE
             timing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-            write_json(path, {**timing, f"{stage}_s": round(seconds, 1)})
+            write_json(path, {**timing, f"{stage}_s": seconds})  # unrounded: a tiny stage still records > 0
 
     def _snapshot(self, model: LLM4PRModel, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         """A resumable state, written by the main process. Every process takes part in gathering the
