@@ -100,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_arguments(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
+    adaptation = commands.add_parser(
+        "evaluate-adaptation", help="how much of the features the LLM reads back from the soft tokens (the paper's FA check)"
+    )
+    adaptation.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint, or a training run folder (uses its adaptation/)")
+    adaptation.add_argument("--data", required=True, type=Path, help="labelled requests (JSON lines); one random candidate of each is read back")
+    adaptation.add_argument("--items", type=int, default=200, help="how many requests (one item each) to read back")
+    adaptation.add_argument("--seed", type=int, default=0, help="which candidate of each request")
+    adaptation.add_argument("--batch-size", type=int, default=16)
+    adaptation.add_argument("--device", default="cpu")
+    adaptation.add_argument("--out", type=Path, help="write the report here (JSON)")
+    adaptation.set_defaults(handler=_evaluate_adaptation)
+
     train = commands.add_parser("train", help="feature adaptation, then learning to post-rank (resumes --out)")
     train.add_argument("--config", required=True, type=Path, help="YAML training config (see configs/)")
     train.add_argument("--data", required=True, type=Path, help="folder with train.jsonl, valid.jsonl, schema.json")
@@ -226,6 +238,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from llm4pr.evaluation.report import evaluate_command
 
     evaluate_command(args)
+    return 0
+
+
+def _evaluate_adaptation(args: argparse.Namespace) -> int:
+    from llm4pr.evaluation.adaptation import evaluate_adaptation_command
+
+    evaluate_adaptation_command(args)
     return 0
 
 

@@ -14,6 +14,7 @@ list and in the answer, so the answer " C A B" is exactly the identifier tokens.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,6 +33,7 @@ MAIN_INSTRUCTION = "Rank the candidates for the user and the query, best first."
 AUXILIARY_INSTRUCTION = "Which list ranks the candidates better for the user and the query?"
 ADAPTATION_INSTRUCTION = "Describe the user and the item, and predict the rating."
 LIST_NAMES = ("I", "II")
+ADAPTATION_ANSWER_PARTS = {"user": "The user:", "item": "The item:", "rating": "Rating:"}
 
 
 @dataclass
@@ -192,6 +194,27 @@ class PromptBuilder:
         _add_slot(prompt, self.slot_token_id, "item", 0)
         answer = None if description is None else self._text(f" {description}") + self._eos()
         return self._answer(prompt, answer)
+
+
+def adaptation_answer(schema: FeatureSchema, user: User, item: Item) -> str:
+    """The feature-adaptation answer: the user and the item in the schema's words, then the label."""
+    marks = ADAPTATION_ANSWER_PARTS
+    return (
+        f"{marks['user']} {schema.describe('user', user.features)}. "
+        f"{marks['item']} {schema.describe('item', item.features)}. "
+        f"{marks['rating']} {item.label:g}"
+    )
+
+
+def split_adaptation_answer(text: str) -> dict[str, str]:
+    """A generated feature-adaptation answer cut into its parts ("user", "item", "rating"): each
+    runs from its mark to the next mark found; a part whose mark is missing is empty."""
+    found = sorted((start, part) for part, mark in ADAPTATION_ANSWER_PARTS.items() if (start := text.find(mark)) >= 0)
+    parts = dict.fromkeys(ADAPTATION_ANSWER_PARTS, "")
+    for index, (start, part) in enumerate(found):
+        end = found[index + 1][0] if index + 1 < len(found) else len(text)
+        parts[part] = text[start + len(ADAPTATION_ANSWER_PARTS[part]) : end].strip().rstrip(".").strip()
+    return parts
 
 
 def entity_texts(schema: FeatureSchema, user: User, history: Sequence[Item], candidates: Sequence[Item]) -> EntityTexts:

@@ -26,7 +26,7 @@ from llm4pr.data.requests import Item, PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.metrics import ndcg_at_k
 from llm4pr.model.llm4pr import PromptInputs
-from llm4pr.model.prompts import EntityTexts, Prompt, PromptBuilder, entity_texts
+from llm4pr.model.prompts import EntityTexts, Prompt, PromptBuilder, adaptation_answer, entity_texts
 
 AUXILIARY_DRAWS = 10
 
@@ -99,10 +99,5 @@ class ExampleFactory:
 
     def adaptation(self, request: PostRankRequest, candidate: int) -> Example:
         item = request.candidates[candidate]
-        description = (
-            f"The user: {self.schema.describe('user', request.user.features)}. "
-            f"The item: {self.schema.describe('item', item.features)}. "
-            f"Rating: {item.label:g}"
-        )
-        prompt = self.builder.feature_adaptation(request.query, description)
+        prompt = self.builder.feature_adaptation(request.query, adaptation_answer(self.schema, request.user, item))
         return Example("adaptation", prompt, PromptInputs(query=request.query, user=request.user, item=item))
