@@ -70,6 +70,7 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
     assert rows[("input", "LLM4PR (first_token)")]["train_s_mean"] == rows[("input", "LLM4PR")]["train_s_mean"]
     zero_shot = rows[("input", "zero-shot LLM")]
     assert zero_shot["runs"] == 1 and zero_shot["per_seed"]["0"] == zero_shot["per_seed"]["1"]
+    assert zero_shot["train_s_mean"] == 0.0  # its run validates, but trains nothing
     assert json.loads((out / "rows" / "input" / "zero-shot-llm" / "seed1.json").read_text())["same_as_seed"] == 0
     assert "| 2* |" in (out / "results.md").read_text() and rows[("input", "PTPR")]["runs"] == 2
     provenance = json.loads((out / "rows" / "input" / "llm4pr" / "seed0.json").read_text())["provenance"]

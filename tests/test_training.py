@@ -157,6 +157,8 @@ def test_no_adaptation_ablation_skips_the_stage(tiny_backbone_dir: Path, data_di
     config = tiny_config(tiny_backbone_dir, adaptation={"steps": 0}, model={**tiny_config(tiny_backbone_dir).model.model_dump(), "adapter": "mlp"})
     Trainer(config, data_dir, tmp_path, progress=False).run()
     assert (tmp_path / "model" / "config.json").is_file()
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["adaptation_s"] == 0.0 and timing["post_rank_s"] > 0
     assert json.loads((tmp_path / "model" / "config.json").read_text())["model"]["adapter"] == "mlp"
 
 

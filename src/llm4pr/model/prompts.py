@@ -14,7 +14,6 @@ list and in the answer, so the answer " C A B" is exactly the identifier tokens.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal

@@ -209,6 +209,8 @@ class Trainer:
             trained = True
             model, tokenizer, resume = self._start_stage(stage)
             full_state = self._train(stage, model, tokenizer, resume) if stage_config.steps else None
+            if not stage_config.steps:
+                self._record_time(stage, 0.0)  # a skipped stage (an ablation, the zero-shot LLM) cost nothing
             if self.is_main:
                 save_checkpoint(model, final_dir, full_state=full_state)
                 shutil.rmtree(self.run_dir / SNAPSHOT_DIR, ignore_errors=True)
