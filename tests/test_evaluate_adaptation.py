@@ -70,12 +70,13 @@ def test_summary_pools_features_by_kind_and_scores_the_rating() -> None:
     report = summarise(TOY_SCHEMA, readings)
     assert report["n_items"] == 4
     assert report["by_kind"]["categorical"] == pytest.approx(0.75)
-    assert report["features"]["item.title"] == {"kind": "text", "n": 4, "recovered": 0.75}
+    titles = [r.candidates[0].features["title"] for r in requests]
+    assert report["features"]["item.title"] == {"kind": "text", "n": 4, "recovered": 0.75, "most_common_share": max(map(titles.count, titles)) / 4}
     assert report["features"]["user.age"]["number_given"] == pytest.approx(0.75)
     labels = [r.candidates[0].label for r in requests]
     assert report["rating"]["given"] == 1.0
     assert report["rating"]["accuracy"] == pytest.approx((3 + (labels[3] == 1.0)) / 4)
-    assert 0.25 <= report["rating"]["most_common_rating_accuracy"] <= 1.0
+    assert report["rating"]["most_common_rating_accuracy"] == max(map(labels.count, labels)) / 4
 
 
 def test_greedy_answers_continue_each_left_padded_prompt() -> None:

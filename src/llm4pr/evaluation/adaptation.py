@@ -61,8 +61,8 @@ def number_read(spec: FeatureSpec, text: str) -> float | None:
 
 
 def read_back(schema: FeatureSchema, request: PostRankRequest, candidate: int, answer: str) -> dict[str, Any]:
-    """What one generated answer got right: per feature ("owner.name") whether it was recovered and,
-    for numerical features, the absolute error; and the rating the answer predicts."""
+    """What one generated answer got right: per feature ("owner.name") its true phrase, whether it
+    was recovered and, for numerical features, the absolute error; and the rating the answer predicts."""
     parts = split_adaptation_answer(answer)
     item = request.candidates[candidate]
     features: dict[str, dict[str, Any]] = {}
@@ -71,7 +71,7 @@ def read_back(schema: FeatureSchema, request: PostRankRequest, candidate: int, a
             value = values.get(spec.name)
             if value is None or spec.kind is FeatureKind.embedding:
                 continue  # not written in the answer either (FeatureSchema.describe)
-            result: dict[str, Any] = {"recovered": phrase_found(spec, value, parts[owner])}
+            result: dict[str, Any] = {"phrase": spec.describe(value), "recovered": phrase_found(spec, value, parts[owner])}
             if spec.kind is FeatureKind.numerical:
                 read = number_read(spec, parts[owner])
                 result["abs_error"] = None if read is None else abs(read - float(value))
@@ -81,13 +81,18 @@ def read_back(schema: FeatureSchema, request: PostRankRequest, candidate: int, a
 
 
 def summarise(schema: FeatureSchema, readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Recovery per feature and per kind (pooled over items), and the rating's accuracy beside the
-    accuracy of always answering the most common true rating."""
+    """Recovery per feature and per kind (pooled over items), and the rating's accuracy; each beside
+    what always answering the most common true value would score (a guess that reads nothing)."""
     kinds = {f"{spec.owner}.{spec.name}": spec.kind.value for spec in schema.features}
     per_feature: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(name for r in readings for name in r["features"]):
         results = [r["features"][name] for r in readings if name in r["features"]]
-        entry: dict[str, Any] = {"kind": kinds[name], "n": len(results), "recovered": _share(x["recovered"] for x in results)}
+        entry: dict[str, Any] = {
+            "kind": kinds[name],
+            "n": len(results),
+            "recovered": _share(x["recovered"] for x in results),
+            "most_common_share": _most_common_share([x["phrase"] for x in results]),
+        }
         if kinds[name] == FeatureKind.numerical.value:
             errors = [x["abs_error"] for x in results if x["abs_error"] is not None]
             entry["number_given"] = len(errors) / len(results)
@@ -99,7 +104,6 @@ def summarise(schema: FeatureSchema, readings: Sequence[dict[str, Any]]) -> dict
         by_kind[kind] = _share(flags)
     labels = [r["label"] for r in readings]
     predicted = [(r["rating"], r["label"]) for r in readings if r["rating"] is not None]
-    most_common = Counter(labels).most_common(1)[0][0] if labels else None
     return {
         "n_items": len(readings),
         "by_kind": by_kind,
@@ -108,7 +112,7 @@ def summarise(schema: FeatureSchema, readings: Sequence[dict[str, Any]]) -> dict
             "accuracy": sum(p == y for p, y in predicted) / len(readings) if readings else 0.0,
             "given": len(predicted) / len(readings) if readings else 0.0,
             "mean_abs_error": statistics.fmean(abs(p - y) for p, y in predicted) if predicted else None,
-            "most_common_rating_accuracy": _share(y == most_common for y in labels),
+            "most_common_rating_accuracy": _most_common_share(labels),
         },
     }
 
@@ -116,6 +120,10 @@ def summarise(schema: FeatureSchema, readings: Sequence[dict[str, Any]]) -> dict
 def _share(flags: Any) -> float:
     flags = list(flags)
     return sum(bool(f) for f in flags) / len(flags) if flags else 0.0
+
+
+def _most_common_share(values: Sequence[Any]) -> float:
+    return Counter(values).most_common(1)[0][1] / len(values) if values else 0.0
 
 
 @torch.inference_mode()
@@ -176,10 +184,17 @@ def evaluate_adaptation_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_adaptation_report(report: dict[str, Any]) -> str:
-    lines = [f"feature adaptation read-back, {report['n_items']} items", "", "| feature | kind | recovered | mean abs error |", "|---|---|---|---|"]
+    lines = [
+        f"feature adaptation read-back, {report['n_items']} items",
+        "",
+        "| feature | kind | recovered | always the most common value | mean abs error |",
+        "|---|---|---|---|---|",
+    ]
     for name, entry in report["features"].items():
         error = entry.get("mean_abs_error")
-        lines.append(f"| {name} | {entry['kind']} | {entry['recovered']:.1%} | {'' if error is None else f'{error:.3g}'} |")
+        lines.append(
+            f"| {name} | {entry['kind']} | {entry['recovered']:.1%} | {entry['most_common_share']:.1%} | {'' if error is None else f'{error:.3g}'} |"
+        )
     rating = report["rating"]
     lines += [
         "",
