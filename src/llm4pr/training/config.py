@@ -31,7 +31,9 @@ class StageConfig(BaseModel):
 class PostRankStageConfig(StageConfig):
     auxiliary_ratio: float = Field(default=0.25, ge=0, le=1, description="share of auxiliary-task examples")
     shuffle_candidates: bool = Field(default=True, description="show candidates in random order in training")
-    random_ties: bool = Field(default=False, description="order tied candidates at random in the main-task answer")
+    random_ties: bool = Field(
+        default=True, description="order tied candidates at random in the main-task answer (false: in shown order; docs/decisions.md)"
+    )
     listwise_loss_weight: float = Field(default=1.0, ge=0, description="ListNet term on the first answer position")
 
 
