@@ -113,6 +113,10 @@ def test_evaluate_adaptation_command_on_a_run_folder(tmp_path: Path, capsys: pyt
     assert "feature adaptation read-back, 3 items" in capsys.readouterr().out
     assert main([*args[:-4], "--items", "0"]) == 2
     assert "--items must be at least 1" in capsys.readouterr().err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["evaluate-adaptation", "--checkpoint", str(run_dir), "--data", str(empty)]) == 2
+    assert f"{empty}: no requests to read back" in capsys.readouterr().err
 
 
 def test_a_folder_without_a_checkpoint_is_named(tmp_path: Path) -> None:

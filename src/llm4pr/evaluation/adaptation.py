@@ -174,6 +174,8 @@ def evaluate_adaptation_command(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = adaptation_checkpoint(args.checkpoint)
     model, tokenizer = load_model(checkpoint, device=args.device)
     requests = read_requests(args.data, model.schema)
+    if not requests:
+        raise DataError(f"{args.data}: no requests to read back")
     report = evaluate_adaptation(model, PromptBuilder(tokenizer, model.config.identifiers), requests, args.items, args.seed, args.batch_size)
     report["checkpoint"] = str(checkpoint)
     print(format_adaptation_report(report))
