@@ -11,7 +11,8 @@ import torch
 from llm4pr.cli import main
 from llm4pr.data.errors import DataError
 from llm4pr.data.schema import FeatureSpec
-from llm4pr.evaluation.adaptation import adaptation_checkpoint, generate_answers, phrase_found, read_back, summarise
+from llm4pr.evaluation.adaptation import generate_answers, phrase_found, read_back, summarise
+from llm4pr.inference.ranker import resolve_checkpoint
 from llm4pr.model.llm4pr import PromptInputs
 from llm4pr.model.prompts import adaptation_answer, collate, split_adaptation_answer
 from llm4pr.training.config import TrainConfig
@@ -101,7 +102,7 @@ def test_evaluate_adaptation_command_on_a_run_folder(tmp_path: Path, capsys: pyt
     config = TrainConfig.model_validate({"model": model, "adaptation": {"steps": 2, "batch_size": 4}})
     run_dir = tmp_path / "run"
     Trainer(config, data_dir, run_dir, progress=False).run(stages=("adaptation",))
-    assert adaptation_checkpoint(run_dir) == run_dir / "adaptation"
+    assert resolve_checkpoint(run_dir, stage_dir="adaptation") == run_dir / "adaptation"
     out = tmp_path / "fa.json"
     args = ["evaluate-adaptation", "--checkpoint", str(run_dir), "--data", str(data_dir / "valid.jsonl"), "--items", "3", "--out", str(out)]
     assert main(args) == 0
@@ -120,5 +121,5 @@ def test_evaluate_adaptation_command_on_a_run_folder(tmp_path: Path, capsys: pyt
 
 
 def test_a_folder_without_a_checkpoint_is_named(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=f"{tmp_path}: no llm4pr checkpoint here"):
-        adaptation_checkpoint(tmp_path)
+    with pytest.raises(DataError, match=f"{tmp_path}: no llm4pr checkpoint here .expected config.json or adaptation/config.json"):
+        resolve_checkpoint(tmp_path, stage_dir="adaptation")

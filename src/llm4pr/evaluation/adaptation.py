@@ -17,7 +17,6 @@ import statistics
 import string
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,15 +29,6 @@ from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import PromptBuilder, adaptation_answer, collate, split_adaptation_answer
 
 NUMBER = r"(-?\d+(?:\.\d+)?)"
-
-
-def adaptation_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder, or a training run folder's `adaptation/` (the model feature adaptation made)."""
-    path = Path(path)
-    for folder in (path, path / "adaptation"):
-        if (folder / "config.json").is_file():
-            return folder
-    raise DataError(f"{path}: no llm4pr checkpoint here (expected config.json or adaptation/config.json)")
 
 
 def phrase_found(spec: FeatureSpec, value: Any, text: str) -> bool:
@@ -167,11 +157,12 @@ def evaluate_adaptation(
 
 
 def evaluate_adaptation_command(args: argparse.Namespace) -> dict[str, Any]:
+    from llm4pr.inference.ranker import resolve_checkpoint
     from llm4pr.model.factory import load_model
 
     if args.items < 1:
         raise DataError(f"--items must be at least 1, got {args.items}")
-    checkpoint = adaptation_checkpoint(args.checkpoint)
+    checkpoint = resolve_checkpoint(args.checkpoint, stage_dir="adaptation")
     model, tokenizer = load_model(checkpoint, device=args.device)
     requests = read_requests(args.data, model.schema)
     if not requests:

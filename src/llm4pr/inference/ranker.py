@@ -152,16 +152,17 @@ class LLM4PRRanker(Ranker):
             )
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder, or a training run folder holding the final model in `model/`."""
+def resolve_checkpoint(path: str | Path, stage_dir: str = "model") -> Path:
+    """A checkpoint folder, or a training run folder holding the model in `stage_dir` (the final
+    model in `model/`, the feature-adaptation model in `adaptation/`)."""
     path = Path(path)
     if (path / "config.json").is_file():
         return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
+    if (path / stage_dir / "config.json").is_file():
+        return path / stage_dir
     if (path / "snapshot").is_dir():
         raise DataError(f"{path}: training has not finished (only a snapshot); resume it with `llm4pr train`")
-    raise DataError(f"{path}: no llm4pr checkpoint here (expected config.json or model/config.json)")
+    raise DataError(f"{path}: no llm4pr checkpoint here (expected config.json or {stage_dir}/config.json)")
 
 
 def _chunks(items: Sequence[PostRankRequest], size: int) -> Iterator[Sequence[PostRankRequest]]:

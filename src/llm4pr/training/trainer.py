@@ -208,8 +208,10 @@ class Trainer:
                 continue
             trained = True
             model, tokenizer, resume = self._start_stage(stage)
-            full_state = self._train(stage, model, tokenizer, resume) if stage_config.steps else None
-            if not stage_config.steps:
+            if stage_config.steps:
+                full_state = self._train(stage, model, tokenizer, resume)
+            else:
+                full_state = None
                 self._record_time(stage, 0.0)  # a skipped stage (an ablation, the zero-shot LLM) cost nothing
             if self.is_main:
                 save_checkpoint(model, final_dir, full_state=full_state)
