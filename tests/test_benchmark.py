@@ -115,6 +115,30 @@ def test_cheap_rows_first_and_partial_results(tmp_path: Path, llm_config: Path, 
     assert "**Incomplete:** 12 runs done, 16 pending" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_row_and_seed_filters_run_a_part_and_report_the_whole(
+    tmp_path: Path, llm_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = write_config(tmp_path, llm_config)
+    ran: list[tuple[str, str, int]] = []
+
+    def fake_row(self: Benchmark, protocol: str, row: object, seed: int) -> dict[str, object]:
+        ran.append((protocol, row.name, seed))  # type: ignore[attr-defined]
+        return {"row": row.name, "protocol": protocol, "seed": seed, "signals": False, "train_s": 0.0,  # type: ignore[attr-defined]
+                "metrics": {m: 0.5 for m in ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")}}
+
+    monkeypatch.setattr(Benchmark, "_run_row", fake_row)
+    out = tmp_path / "out"
+    assert main(["benchmark", "--config", str(config_path), "--out", str(out), "--row", "PTPR", "--row", "item quality", "--seed", "1"]) == 0
+    assert sorted(ran) == [(p, name, 1) for p in ("input", "ranking_stage") for name in ("PTPR", "item quality")]
+    results = json.loads((out / "results.json").read_text())
+    assert not results["complete"] and len(results["pending"]) == 2 * 2 * 7 - 4  # the whole config, less this part
+    assert main(["benchmark", "--config", str(config_path), "--out", str(out), "--row", "LLM4PR (first token)"]) == 2
+    assert "no row named 'LLM4PR (first token)'" in capsys.readouterr().err
+    assert main(["benchmark", "--config", str(config_path), "--out", str(out), "--seed", "7"]) == 2
+    assert "[7] not among the config's seeds [0, 1]" in capsys.readouterr().err
+    assert len(ran) == 4
+
+
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"rows": [{"name": "x", "baseline": "initial", "llm4pr": "c.yaml"}]}))

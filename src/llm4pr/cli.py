@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark = commands.add_parser("benchmark", help="the paper's comparison: every row over several seeds")
     benchmark.add_argument("--config", required=True, type=Path, help="benchmark config (see benchmarks/)")
     benchmark.add_argument("--out", required=True, type=Path, help="results folder (resumed if it exists)")
+    benchmark.add_argument("--row", action="append", metavar="NAME", help="run only this row (repeatable; default: every row)")
+    benchmark.add_argument("--seed", action="append", type=int, help="run only this seed (repeatable; default: every seed)")
     benchmark.set_defaults(handler=_benchmark)
 
     demo = commands.add_parser("demo", help="the whole pipeline on the offline defaults (ML-100K, quick config)")
@@ -336,7 +338,7 @@ def _bench_latency(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     from llm4pr.benchmarks.comparison import benchmark_command
 
-    benchmark_command(args.config, args.out)
+    benchmark_command(args.config, args.out, args.row, args.seed)
     return 0
 
 

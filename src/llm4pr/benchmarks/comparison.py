@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from llm4pr.benchmarks.provenance import git_commit, provenance
 from llm4pr.data.config_files import load_yaml_model
+from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import atomic_write_text, read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
@@ -150,8 +151,21 @@ class Benchmark:
         llm = [(p, row, seed) for seed in self.config.seeds for group in groups for p in self.config.protocols for row in group]
         return baselines + llm
 
-    def run(self) -> dict[str, Any]:
-        bar = tqdm(self.jobs(), desc="benchmark", unit="run", disable=not self.progress)
+    def selected_jobs(self, rows: list[str] | None = None, seeds: list[int] | None = None) -> list[tuple[Protocol, RowConfig, int]]:
+        """The jobs restricted to some rows and seeds (None: all), in `jobs()` order: lets a long
+        benchmark be run in parts (one machine per row, the longest rows first in a session)
+        while results.json still reports the whole config, with what is pending."""
+        names = [row.name for row in self.config.rows]
+        unknown = [name for name in rows or [] if name not in names]
+        if unknown:
+            raise DataError(f"benchmark --row: no row named {', '.join(map(repr, unknown))} in the config (rows: {', '.join(map(repr, names))})")
+        missing = [seed for seed in seeds or [] if seed not in self.config.seeds]
+        if missing:
+            raise DataError(f"benchmark --seed: {missing} not among the config's seeds {self.config.seeds}")
+        return [(p, row, seed) for p, row, seed in self.jobs() if (rows is None or row.name in rows) and (seeds is None or seed in seeds)]
+
+    def run(self, rows: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
+        bar = tqdm(self.selected_jobs(rows, seeds), desc="benchmark", unit="run", disable=not self.progress)
         results = self.write_results()
         for protocol, row, seed in bar:
             bar.set_postfix_str(f"{protocol} / {row.name} / seed {seed}")
@@ -361,8 +375,8 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def benchmark_command(config_path: Path, out: Path) -> dict[str, Any]:
-    results = Benchmark(BenchmarkConfig.load(config_path), out).run()
+def benchmark_command(config_path: Path, out: Path, rows: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
+    results = Benchmark(BenchmarkConfig.load(config_path), out).run(rows, seeds)
     print(results_markdown(results))
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
     return results
