@@ -56,6 +56,12 @@ def write_config(tmp_path: Path, llm_config: Path) -> Path:
     return path
 
 
+def fake_result(protocol: str, row: object, seed: int) -> dict[str, object]:
+    """A row's result file without training or scoring anything."""
+    return {"row": row.name, "protocol": protocol, "seed": seed, "signals": False, "train_s": 0.0,  # type: ignore[attr-defined]
+            "metrics": {m: 0.5 for m in ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")}}
+
+
 def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config_path = write_config(tmp_path, llm_config)
     out = tmp_path / "out"
@@ -104,8 +110,7 @@ def test_cheap_rows_first_and_partial_results(tmp_path: Path, llm_config: Path, 
     def interrupted(self: Benchmark, protocol: str, row: object, seed: int) -> dict[str, object]:
         if getattr(row, "llm4pr", None):
             raise KeyboardInterrupt
-        return {"row": row.name, "protocol": protocol, "seed": seed, "signals": False, "train_s": 0.0,  # type: ignore[attr-defined]
-                "metrics": {m: 0.5 for m in ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")}}
+        return fake_result(protocol, row, seed)
 
     monkeypatch.setattr(Benchmark, "_run_row", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -123,8 +128,7 @@ def test_row_and_seed_filters_run_a_part_and_report_the_whole(
 
     def fake_row(self: Benchmark, protocol: str, row: object, seed: int) -> dict[str, object]:
         ran.append((protocol, row.name, seed))  # type: ignore[attr-defined]
-        return {"row": row.name, "protocol": protocol, "seed": seed, "signals": False, "train_s": 0.0,  # type: ignore[attr-defined]
-                "metrics": {m: 0.5 for m in ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")}}
+        return fake_result(protocol, row, seed)
 
     monkeypatch.setattr(Benchmark, "_run_row", fake_row)
     out = tmp_path / "out"
