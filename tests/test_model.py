@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,7 +93,16 @@ def test_soft_token_rows_equal_adapter_outputs(tiny: tuple[LLM4PRModel, PromptBu
     inputs = [PromptInputs(request.query, request.user, request.history, request.candidates)]
     embeds = model.inputs_embeds(batch, inputs)
     soft = model.soft_tokens(inputs, batch.slot_sources)
-    torch.testing.assert_close(embeds[0, batch.slot_position], soft)
+    words = model.backbone.get_input_embeddings()(batch.input_ids)
+    # Identifier binding: a candidate slot also carries the word embedding of its identifier, the
+    # token written just before it (" A" before the first candidate); other slots carry none.
+    bound = soft.clone()
+    for k, (source, index) in enumerate(batch.slot_sources[0]):
+        if source == "candidate":
+            position = int(batch.slot_position[k])
+            assert int(batch.input_ids[0, position - 1]) == builder.identifier_ids[index]
+            bound[k] += words[0, position - 1]
+    torch.testing.assert_close(embeds[0, batch.slot_position], bound)
     query = model.text_encoder.encode([request.query])
     items = request.candidates
     fields = model.item_encoder([i.id for i in items], [i.features for i in items], model.text_encoder)
@@ -99,9 +110,36 @@ def test_soft_token_rows_equal_adapter_outputs(tiny: tuple[LLM4PRModel, PromptBu
     expected = torch.nn.functional.layer_norm(raw, raw.shape[-1:]) * model.soft_token_scale
     candidate_slots = [k for k, (source, _) in enumerate(batch.slot_sources[0]) if source == "candidate"]
     torch.testing.assert_close(soft[candidate_slots], expected)
-    words = model.backbone.get_input_embeddings()(batch.input_ids)
     text_positions = [p for p in range(len(prompt)) if p not in set(batch.slot_position.tolist())]
     torch.testing.assert_close(embeds[0, text_positions], words[0, text_positions])
+
+
+def test_plain_layout_leaves_soft_tokens_unbound(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    """`bind_identifiers: false` is the paper's layout (the "w/o identifier binding" ablation)."""
+    model, builder = tiny
+    request = toy_requests(1)[0]
+    prompt = builder.main_task(request.query, len(request.history), len(request.candidates))
+    batch = collate([prompt], builder.tokenizer.pad_token_id)
+    inputs = [PromptInputs(request.query, request.user, request.history, request.candidates)]
+    plain = model.__class__(
+        model.config.model_copy(update={"bind_identifiers": False}), model.schema, model.stats, model.backbone, model.text_encoder
+    )
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(plain.inputs_embeds(batch, inputs)[0, batch.slot_position], model.soft_tokens(inputs, batch.slot_sources))
+    assert batch.slot_binding.tolist() == [-1] * (1 + len(request.history)) + builder.identifier_ids[: len(request.candidates)]
+
+
+def test_checkpoints_without_the_binding_field_load_unbound(tmp_path: Path) -> None:
+    """Checkpoints written before identifier binding existed were trained without it."""
+    from llm4pr.training.checkpoint import read_checkpoint_config, save_checkpoint
+
+    model, _ = make_model()
+    save_checkpoint(model, tmp_path)
+    assert read_checkpoint_config(tmp_path)[0].bind_identifiers is True
+    raw = json.loads((tmp_path / "config.json").read_text())
+    del raw["model"]["bind_identifiers"]
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert read_checkpoint_config(tmp_path)[0].bind_identifiers is False
 
 
 def test_prompt_positions_carry_no_loss(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, type=Path, help="YAML training config (see configs/)")
     train.add_argument("--data", required=True, type=Path, help="folder with train.jsonl, valid.jsonl, schema.json")
     train.add_argument("--out", required=True, type=Path, help="run folder (created, or resumed if it exists)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override a config value (repeatable), e.g. --set post_rank.steps=500")
     train.add_argument("--stage", choices=["all", "adaptation", "post_rank"], default="all")
     train.add_argument("--device", choices=["auto", "cpu"], default="auto",
                        help="auto: Accelerate picks (a GPU per process where there is one); cpu: CPU only")
@@ -167,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--row", action="append", metavar="NAME", help="run only this row (repeatable; default: every row)")
     benchmark.add_argument("--seed", action="append", type=int, help="run only this seed (repeatable; default: every seed)")
     benchmark.set_defaults(handler=_benchmark)
+
+    study = commands.add_parser("study", help="train a variant of a recipe and record its validation metrics (docs/decisions.md)")
+    study.add_argument("--config", required=True, type=Path, help="the recipe (YAML training config)")
+    study.add_argument("--data", required=True, type=Path, help="prepared data folder (train.jsonl, valid.jsonl, schema.json)")
+    study.add_argument("--name", required=True, help="the variant's name: its run folder and result file")
+    study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="what this variant changes (repeatable)")
+    study.add_argument("--runs", type=Path, default=Path("runs/studies"), help="where run folders go")
+    study.add_argument("--out", type=Path, default=Path("benchmarks/results/studies"), help="where result files go")
+    study.set_defaults(handler=_study)
 
     demo = commands.add_parser("demo", help="the whole pipeline on the offline defaults (ML-100K, quick config)")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
@@ -254,7 +266,7 @@ def _train(args: argparse.Namespace) -> int:
     from llm4pr.training.config import TrainConfig
     from llm4pr.training.trainer import STAGES, Trainer
 
-    config = TrainConfig.load(args.config)
+    config = TrainConfig.load(args.config, args.overrides)
     if args.num_processes > 1:
         return _launch_processes(args)
     stages = STAGES if args.stage == "all" else (args.stage,)
@@ -270,6 +282,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from llm4pr.benchmarks.study import run_study, study_summary
+
+    record = run_study(args.config, args.data, args.name, args.overrides, runs_dir=args.runs, out_dir=args.out)
+    print(study_summary(record))
+    print(f"result: {args.out / (args.name + '.json')}")
+    return 0
+
+
 def _launch_processes(args: argparse.Namespace) -> int:
     """`llm4pr train --num-processes N`: the same command under `accelerate launch` on this machine."""
     import subprocess
@@ -279,7 +300,7 @@ def _launch_processes(args: argparse.Namespace) -> int:
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
               "--num_processes", str(args.num_processes), "--mixed_precision", "no", "--dynamo_backend", "no"]
     command = [*launch, "-m", "llm4pr", *(["--verbose"] if args.verbose else []), "train", "--config", str(args.config), "--data", str(args.data), "--out", str(args.out),
-               "--stage", args.stage, "--device", args.device]
+               "--stage", args.stage, "--device", args.device, *(f"--set={o}" for o in args.overrides)]
     return subprocess.run(command, check=False).returncode
 
 

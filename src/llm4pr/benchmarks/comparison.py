@@ -12,7 +12,6 @@ interrupted benchmark resumes without redoing finished rows; LLM training runs r
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from llm4pr.benchmarks.provenance import git_commit, provenance
-from llm4pr.data.config_files import load_yaml_model
+from llm4pr.data.config_files import deep_merge, load_yaml_model
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import atomic_write_text, read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
@@ -79,13 +78,6 @@ class BenchmarkConfig(BaseModel):
 
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
 
 
 class Benchmark:

@@ -51,6 +51,11 @@ class ModelConfig(BaseModel):
     qia_heads: int = Field(default=1, gt=0)
     categorical_dim: int = Field(default=32, gt=0)
     embed_ids: bool = True
+    bind_identifiers: bool = Field(
+        default=True,
+        description="add each candidate's identifier word embedding to its soft token (docs/decisions.md); "
+        "false is the paper's plain layout (the 'w/o identifier binding' ablation)",
+    )
     max_history: int = Field(default=10, ge=0)
     identifiers: list[str] = Field(default_factory=lambda: list(DEFAULT_IDENTIFIERS))
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -147,7 +152,20 @@ class LLM4PRModel(nn.Module):
         if batch.slot_position.numel() == 0:
             return words
         soft = self.soft_tokens(inputs, batch.slot_sources).to(words.dtype)
+        if self.config.bind_identifiers:
+            soft = soft + self._identifier_embeddings(batch.slot_binding.to(self.device)).to(words.dtype)
         return words.index_put((batch.slot_batch.to(self.device), batch.slot_position.to(self.device)), soft)
+
+    def _identifier_embeddings(self, binding: torch.Tensor) -> torch.Tensor:
+        """[S] identifier token ids (-1: none) -> [S, H] their word embeddings (zero where none).
+
+        Why: to answer " C" the model must find the best candidate's soft token and then copy the
+        identifier written before it, a two-step lookup; with the identifier's own embedding inside
+        the soft token, attending to the best candidate already carries the answer (SmolLM2 ties
+        its input and output embeddings)."""
+        bound = binding >= 0
+        vectors = self.backbone.get_input_embeddings()(binding.clamp(min=0))
+        return vectors * bound.unsqueeze(-1).to(vectors.dtype)
 
     def forward(
         self, batch: PromptBatch, inputs: Sequence[PromptInputs], cached_prefix: int = 0, **backbone_kwargs: Any

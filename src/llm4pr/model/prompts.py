@@ -43,6 +43,7 @@ class Prompt:
     labels: list[int] = field(default_factory=list)
     slot_positions: list[int] = field(default_factory=list)
     slot_sources: list[tuple[SlotSource, int]] = field(default_factory=list)
+    slot_bindings: list[int] = field(default_factory=list)  # per slot: the identifier token it stands for, or -1
     answer_start: int = -1  # index of the first answer token; logits at answer_start - 1 predict it
     prefix_length: int = 0  # leading tokens that are the same for every prompt of the task
 
@@ -69,6 +70,7 @@ class PromptBatch:
     slot_batch: torch.Tensor  # [S] batch index of every soft slot, in prompt order
     slot_position: torch.Tensor  # [S] position of every soft slot
     slot_sources: list[list[tuple[SlotSource, int]]]  # per prompt, what fills its slots
+    slot_binding: torch.Tensor  # [S] identifier token id of every candidate slot, -1 for the others
     answer_start: torch.Tensor  # [B] position (after padding) of the first answer token
 
 
@@ -130,7 +132,7 @@ class PromptBuilder:
             prompt.input_ids.append(self.identifier_ids[index])
             prompt.labels.append(IGNORE_INDEX)
             if texts is None:
-                _add_slot(prompt, self.slot_token_id, "candidate", index)
+                _add_slot(prompt, self.slot_token_id, "candidate", index, binding=self.identifier_ids[index])
             else:
                 _add_text(prompt, self._text(f": {texts.candidates[index]}"))
 
@@ -233,6 +235,7 @@ def _without_prefix(prompt: Prompt, length: int) -> Prompt:
         labels=prompt.labels[length:],
         slot_positions=[p - length for p in prompt.slot_positions],
         slot_sources=list(prompt.slot_sources),
+        slot_bindings=list(prompt.slot_bindings),
         answer_start=prompt.answer_start - length,
         prefix_length=max(prompt.prefix_length - length, 0),
     )
@@ -243,9 +246,12 @@ def _add_text(prompt: Prompt, ids: list[int]) -> None:
     prompt.labels.extend([IGNORE_INDEX] * len(ids))
 
 
-def _add_slot(prompt: Prompt, slot_token_id: int, source: SlotSource, index: int) -> None:
+def _add_slot(prompt: Prompt, slot_token_id: int, source: SlotSource, index: int, binding: int = -1) -> None:
+    """A soft-token slot; `binding` is the identifier token a candidate slot stands for (its label
+    in the list), which the model may add to the slot's input (`ModelConfig.bind_identifiers`)."""
     prompt.slot_positions.append(len(prompt.input_ids))
     prompt.slot_sources.append((source, index))
+    prompt.slot_bindings.append(binding)
     prompt.input_ids.append(slot_token_id)
     prompt.labels.append(IGNORE_INDEX)
 
@@ -269,6 +275,7 @@ def collate(prompts: Sequence[Prompt], pad_token_id: int, skip_prefix: int = 0) 
     labels = torch.full((len(prompts), width), IGNORE_INDEX, dtype=torch.long)
     slot_batch: list[int] = []
     slot_position: list[int] = []
+    slot_binding: list[int] = []
     answer_start = []
     for row, prompt in enumerate(prompts):
         offset = width - len(prompt)
@@ -277,6 +284,7 @@ def collate(prompts: Sequence[Prompt], pad_token_id: int, skip_prefix: int = 0) 
         labels[row, offset:] = torch.tensor(prompt.labels)
         slot_batch.extend([row] * len(prompt.slot_positions))
         slot_position.extend(offset + p for p in prompt.slot_positions)
+        slot_binding.extend(prompt.slot_bindings)
         answer_start.append(offset + prompt.answer_start)
     return PromptBatch(
         input_ids=input_ids,
@@ -285,5 +293,6 @@ def collate(prompts: Sequence[Prompt], pad_token_id: int, skip_prefix: int = 0) 
         slot_batch=torch.tensor(slot_batch, dtype=torch.long),
         slot_position=torch.tensor(slot_position, dtype=torch.long),
         slot_sources=[list(p.slot_sources) for p in prompts],
+        slot_binding=torch.tensor(slot_binding, dtype=torch.long),
         answer_start=torch.tensor(answer_start, dtype=torch.long),
     )

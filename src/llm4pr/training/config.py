@@ -6,6 +6,7 @@ A stage with `steps: 0` is skipped: `adaptation.steps: 0` is the paper's "w/o FA
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -62,5 +63,6 @@ class TrainConfig(BaseModel):
         return bool(self.adaptation.steps or self.post_rank.steps)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
-        return load_yaml_model(cls, path, "training config")
+    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> "TrainConfig":
+        """The YAML file, with `--set KEY.PATH=VALUE` overrides applied and validated alike."""
+        return load_yaml_model(cls, path, "training config", overrides)
