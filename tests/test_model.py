@@ -412,3 +412,40 @@ def test_int8_decoder_keeps_rankings_valid_and_scores_close(tmp_path) -> None:  
         assert sorted(result.ranking) == sorted(request.candidate_ids) and not result.fallback
     with pytest.raises(ValueError, match="unknown quantization 'int4'"):
         LLM4PRRanker.from_pretrained(tmp_path / "checkpoint", quantize="int4")
+
+
+def test_group_zscore_is_relative_to_each_group() -> None:
+    from llm4pr.model.request_context import group_zscore
+
+    values = torch.tensor([[1.0], [2.0], [3.0], [10.0], [10.0], [5.0]])
+    present = torch.tensor([[1.0], [1.0], [1.0], [1.0], [1.0], [0.0]])
+    group = torch.tensor([0, 0, 0, 1, 1, 1])
+    z = group_zscore(values, present, group)
+    torch.testing.assert_close(z[:3].squeeze(-1), torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-4, rtol=0)
+    assert z[3:].tolist() == [[0.0], [0.0], [0.0]]  # equal values, and a missing one, give 0
+
+
+def test_request_context_reads_history_labels_never_candidate_labels() -> None:
+    """The candidates' labels are the training target: changing them must not change any input."""
+    torch.manual_seed(0)
+    backbone, tokenizer = tiny_backbone(seed=0)
+    config = TINY.model_copy(update={"relative_numeric": True, "history_labels": True})
+    stats = FeatureStats.fit(TOY_SCHEMA, toy_requests(30))
+    model, tokenizer = build_model(config, TOY_SCHEMA, stats, backbone, tokenizer, load_text_encoder("hashing"))
+    assert model.request_context is not None
+    torch.nn.init.normal_(model.request_context.project.weight)  # zero at start: make it count
+    builder = PromptBuilder(tokenizer, config.identifiers)
+    request = toy_requests(1)[0]
+    assert len(request.history) >= 2
+    prompt = builder.main_task(request.query, len(request.history), len(request.candidates))
+    batch = collate([prompt], tokenizer.pad_token_id)
+
+    def embeds(history: list, candidates: list) -> torch.Tensor:
+        return model.inputs_embeds(batch, [PromptInputs(request.query, request.user, history, candidates)])
+
+    base = embeds(list(request.history), list(request.candidates))
+    relabelled = [c.model_copy(update={"label": 100.0 + k}) for k, c in enumerate(request.candidates)]
+    torch.testing.assert_close(embeds(list(request.history), relabelled), base)
+    liked = [request.history[0].model_copy(update={"label": 50.0}), *request.history[1:]]
+    assert not torch.allclose(embeds(liked, list(request.candidates)), base)
+    assert "request_context.project.weight" in model.trainable_state_dict()

@@ -178,7 +178,7 @@ class EntityEncoder(nn.Module):
                 rows = [v if v is not None else [0.0] * int(spec.dim) for v in values]  # type: ignore[arg-type]
                 out.append(torch.tensor(rows, dtype=torch.float32, device=device))
         if self.numeric_names:
-            out.append(self._numeric(features, device))
+            out.append(self.numeric_values(features, device))
         return out
 
     def _bag(self, name: str, values: list[Any], device: torch.device) -> torch.Tensor:
@@ -192,7 +192,8 @@ class EntityEncoder(nn.Module):
             torch.tensor(flat, device=device), self.tables[name].weight, torch.tensor(offsets, device=device), mode="mean"
         )
 
-    def _numeric(self, features: Sequence[dict[str, Any]], device: torch.device) -> torch.Tensor:
+    def numeric_values(self, features: Sequence[dict[str, Any]], device: torch.device) -> torch.Tensor:
+        """[n, 2k]: each numerical feature z-scored with training statistics (clipped to +-5) and its missing flag."""
         rows = []
         for f in features:
             row = []

@@ -22,6 +22,7 @@ from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.encoders import EntityEncoder, FeatureStats, SupportsEncode
 from llm4pr.model.prompts import PromptBatch
 from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
+from llm4pr.model.request_context import RequestContext
 
 DEFAULT_IDENTIFIERS = tuple(chr(ord("A") + i) for i in range(26))
 
@@ -55,6 +56,12 @@ class ModelConfig(BaseModel):
         default=True,
         description="add each candidate's identifier word embedding to its soft token (docs/decisions.md); "
         "false is the paper's plain layout (the 'w/o identifier binding' ablation)",
+    )
+    relative_numeric: bool = Field(
+        default=False, description="add each item's numerical features z-scored among its request's candidates (model/request_context.py)"
+    )
+    history_labels: bool = Field(
+        default=False, description="add the user's label of each history item, relative to the history's mean (model/request_context.py)"
     )
     max_history: int = Field(default=10, ge=0)
     identifiers: list[str] = Field(default_factory=lambda: list(DEFAULT_IDENTIFIERS))
@@ -93,6 +100,11 @@ class LLM4PRModel(nn.Module):
         self.item_encoder = EntityEncoder(schema, "item", **encoder_args)  # type: ignore[arg-type]
         self.user_adapter = self._adapter(self.user_encoder, hidden)
         self.item_adapter = self._adapter(self.item_encoder, hidden)
+        self.request_context = (
+            RequestContext(len(self.item_encoder.numeric_names), hidden, config.relative_numeric, config.history_labels)
+            if config.relative_numeric or config.history_labels
+            else None
+        )
         # Soft tokens are layer-normalised, then scaled to the word embeddings' typical size, so
         # that the frozen LLM sees inputs of a familiar magnitude from the first step.
         word_rms = backbone.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
@@ -114,7 +126,7 @@ class LLM4PRModel(nn.Module):
 
         Taken from `full_state` when given (the full weights gathered from sharded training processes).
         """
-        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter", "soft_token_scale")
+        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter", "request_context", "soft_token_scale")
         state = full_state if full_state is not None else self.state_dict()
         return {k: v for k, v in state.items() if k.split(".", 1)[0] in modules}
 
@@ -128,7 +140,7 @@ class LLM4PRModel(nn.Module):
         user_rows: list[int] = []
         item_slots: list[int] = []
         items: list[Item] = []
-        item_owners: list[int] = []
+        item_groups: list[tuple[int, str]] = []
         slot = 0
         for example, sources in enumerate(slot_sources):
             for source, index in sources:
@@ -138,14 +150,19 @@ class LLM4PRModel(nn.Module):
                 else:
                     item_slots.append(slot)
                     items.append(_slot_item(inputs[example], source, index))
-                    item_owners.append(example)
+                    item_groups.append((example, source))
                 slot += 1
         soft = users.new_zeros(slot, users.shape[-1]).index_put((torch.tensor(user_slots, device=self.device),), users[user_rows])
         if items:
             item_fields = self.item_encoder([i.id for i in items], [i.features for i in items], self.text_encoder)
-            item_tokens, _ = self.item_adapter(query[item_owners], item_fields)
+            item_tokens, _ = self.item_adapter(query[[owner for owner, _ in item_groups]], item_fields)
             soft = soft.index_put((torch.tensor(item_slots, device=self.device),), item_tokens)
-        return nn.functional.layer_norm(soft, soft.shape[-1:]) * self.soft_token_scale
+        soft = nn.functional.layer_norm(soft, soft.shape[-1:]) * self.soft_token_scale
+        if items and self.request_context is not None:
+            numeric = item_fields[-1] if self.item_encoder.numeric_names else None
+            context = self.request_context(items, item_groups, numeric)
+            soft = soft.index_add(0, torch.tensor(item_slots, device=self.device), context.to(soft.dtype))
+        return soft
 
     def inputs_embeds(self, batch: PromptBatch, inputs: Sequence[PromptInputs]) -> torch.Tensor:
         words = self.backbone.get_input_embeddings()(batch.input_ids.to(self.device))
