@@ -449,3 +449,22 @@ def test_request_context_reads_history_labels_never_candidate_labels() -> None:
     liked = [request.history[0].model_copy(update={"label": 50.0}), *request.history[1:]]
     assert not torch.allclose(embeds(liked, list(request.candidates)), base)
     assert "request_context.project.weight" in model.trainable_state_dict()
+
+
+def test_shift_averaging_over_every_rotation_ignores_the_shown_order(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    model, builder = tiny
+    request = toy_requests(1)[0]
+    n = len(request.candidates)
+    ranker = LLM4PRRanker(model, builder, mode="first_token", shifts=n)
+    rotated = request.model_copy(update={"candidates": [*request.candidates[2:], *request.candidates[:2]]})
+    first, second = ranker.rank([request])[0], ranker.rank([rotated])[0]
+    by_id = [dict(zip(r.ranking, r.scores, strict=True)) for r in (first, second)]  # type: ignore[arg-type]
+    assert by_id[0].keys() == by_id[1].keys() == set(request.candidate_ids)
+    for item in request.candidate_ids:
+        assert abs(by_id[0][item] - by_id[1][item]) < 1e-4
+    assert first.ranking == second.ranking or sorted(by_id[0].values()) != sorted(set(by_id[0].values()))  # equal unless tied
+    # one shift is plain first_token: scores are the raw identifier logits, as before
+    plain = LLM4PRRanker(model, builder, mode="first_token").rank([request])[0]
+    assert plain.ranking == LLM4PRRanker(model, builder, mode="first_token", shifts=1).rank([request])[0].ranking
+    with pytest.raises(ValueError, match="shifts"):
+        LLM4PRRanker(model, builder, shifts=0)

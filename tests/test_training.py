@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from llm4pr.cli import main
+from llm4pr.data.config_files import parse_overrides
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, read_run
 from llm4pr.features.encoders import FeatureStats
@@ -205,3 +206,44 @@ def test_bench_latency_command(tiny_backbone_dir: Path, data_dir: Path, tmp_path
     systems = report["systems"]
     assert systems["all_text_generate"]["mean_input_tokens"] > 2 * systems["first_token"]["mean_input_tokens"]
     assert systems["first_token"]["latency_ms"]["p50"] > 0 and systems["generate"]["throughput_rps"]["batch_16"] > 0
+
+
+def test_set_overrides_apply_and_bad_ones_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+
+    assert parse_overrides(["post_rank.steps=7", "model.lora.target_modules=[q_proj, v_proj]", "max_valid_requests=null"]) == {
+        "post_rank": {"steps": 7}, "model": {"lora": {"target_modules": ["q_proj", "v_proj"]}}, "max_valid_requests": None,
+    }
+    config = tmp_path / "c.yaml"
+    config.write_text("post_rank: {steps: 3, learning_rate: 0.01}\n")
+    loaded = TrainConfig.load(config, ["post_rank.steps=9", "model.relative_numeric=true"])
+    assert (loaded.post_rank.steps, loaded.post_rank.learning_rate, loaded.model.relative_numeric) == (9, 0.01, True)
+    with pytest.raises(DataError, match="expected KEY.PATH=VALUE"):
+        parse_overrides(["post_rank.steps"])
+    with pytest.raises(DataError, match=r"--set post_rank.stepz=3.*post_rank.stepz"):
+        TrainConfig.load(config, ["post_rank.stepz=3"])
+    assert main(["train", "--config", str(config), "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--set", "seed=x"]) == 2
+    assert "seed" in capsys.readouterr().err
+
+
+def test_study_trains_a_variant_and_writes_validation_on_every_request(
+    tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    config_path = tmp_path / "recipe.yaml"
+    tiny = tiny_config(tiny_backbone_dir, adaptation={"steps": 1, "batch_size": 2}, post_rank={"steps": 2, "batch_size": 2})
+    config_path.write_text(yaml.safe_dump(tiny.model_dump(mode="json")))
+    out = tmp_path / "studies"
+    argv = ["study", "--config", str(config_path), "--data", str(data_dir), "--name", "plain", "--runs", str(tmp_path / "runs"),
+            "--out", str(out), "--set", "model.bind_identifiers=false"]
+    assert main(argv) == 0
+    assert "plain (first_token): ndcg@3" in capsys.readouterr().out
+    record = json.loads((out / "plain.json").read_text())
+    n_valid = len(read_requests(data_dir / "valid.jsonl"))
+    assert record["validation"]["n_requests"] == n_valid > tiny.max_valid_requests  # the whole split, not the config's prefix
+    assert set(record["validation"]) >= {"generate", "first_token"}
+    assert record["overrides"] == {"model": {"bind_identifiers": False}}
+    assert record["config"]["model"]["bind_identifiers"] is False
+    assert record["train_s"] > 0 and record["peak_rss_mb"] > 0
+    assert record["provenance"]["machine"]["processor"]
+    assert record["command"].startswith("llm4pr study --config ") and "--set model.bind_identifiers=false" in record["command"]

@@ -198,6 +198,8 @@ def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--window", type=int, default=20, help="sliding window for long candidate lists")
     parser.add_argument("--stride", type=int, default=10)
+    parser.add_argument("--shifts", type=int, default=1,
+                        help="first_token: average scores over this many cyclic shifts of the candidate order (costs as many passes)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quantize", choices=["int8"], help="int8: dynamic int8 decoder for CPU inference (docs/serving.md)")
 
@@ -309,7 +311,7 @@ def _rank(args: argparse.Namespace) -> int:
     from llm4pr.inference.ranker import LLM4PRRanker
 
     options = {"device": args.device, "quantize": args.quantize, "mode": args.mode, "batch_size": args.batch_size, "window": args.window,
-               "stride": args.stride}
+               "stride": args.stride, "shifts": args.shifts}
     if args.engine == "ray":
         return _rank_with_ray(args, options)
     ranker = LLM4PRRanker.from_pretrained(args.checkpoint, **options)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import resource
 import shlex
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,8 @@ def run_study(
     runs_dir: Path = Path("runs/studies"),
     out_dir: Path = Path("benchmarks/results/studies"),
 ) -> dict[str, Any]:
-    """Train (or resume) the variant `name` and write `out_dir/name.json`; return its record."""
+    """Train (or resume) the variant `name` and write `out_dir/name.json`; return its record (with
+    the `llm4pr study` command line that reproduces it)."""
     from llm4pr.training.trainer import Trainer, training_seconds
 
     commit = git_commit()
@@ -45,7 +45,7 @@ def run_study(
     report = Trainer(config, data_dir, run_dir).run()
     record = {
         "name": name,
-        "command": shlex.join(["llm4pr", *sys.argv[1:]]) if sys.argv else None,
+        "command": study_command(config_path, data_dir, name, overrides, runs_dir, out_dir),
         "base_config": str(config_path),
         "overrides": parse_overrides(overrides),
         "config": config.model_dump(mode="json"),
@@ -59,6 +59,13 @@ def run_study(
     }
     write_json(out_dir / f"{name}.json", record)
     return record
+
+
+def study_command(config_path: Path, data_dir: Path, name: str, overrides: Sequence[str], runs_dir: Path, out_dir: Path) -> str:
+    words = ["llm4pr", "study", "--config", str(config_path), "--data", str(data_dir), "--name", name]
+    for override in overrides:
+        words += ["--set", override]
+    return shlex.join([*words, "--runs", str(runs_dir), "--out", str(out_dir)])
 
 
 def study_summary(record: dict[str, Any]) -> str:

@@ -28,11 +28,12 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
 
         ranker = LLM4PRRanker.from_pretrained(
             args.checkpoint, device=args.device, quantize=args.quantize, mode=args.mode, batch_size=args.batch_size, window=args.window,
-            stride=args.stride,
+            stride=args.stride, shifts=args.shifts,
         )
         requests = read_requests(args.data, ranker.model.schema)
         run = ranker.rank(requests, progress=True)
-        extra = {"system": f"llm4pr ({args.checkpoint})", "mode": args.mode, "batch_size": args.batch_size, "quantize": args.quantize}
+        extra = {"system": f"llm4pr ({args.checkpoint})", "mode": args.mode, "batch_size": args.batch_size, "quantize": args.quantize,
+                 "shifts": args.shifts}
         extra.update(inference_statistics(run, [ranker.prompt_length(r) for r in requests]))
     else:
         requests = read_requests(args.data)

@@ -40,12 +40,16 @@ class LLM4PRRanker(Ranker):
         window: int = 20,
         stride: int = 10,
         cache_prefix: bool = True,
+        shifts: int = 1,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown inference mode '{mode}'; choose one of {', '.join(MODES)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if shifts < 1:
+            raise ValueError(f"shifts must be at least 1, got {shifts}")
         validate_window(window, stride, builder.max_candidates)
+        self.shifts = shifts
         self.model = model
         self.builder = builder
         self.mode = mode
@@ -131,6 +135,27 @@ class LLM4PRRanker(Ranker):
         return self.builder.main_task(request.query, len(shown.history), len(shown.candidates), texts=texts)
 
     def _decode(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: str) -> list[Decoded]:
+        if mode != "first_token" or self.shifts == 1:
+            return self._decode_once(requests, shown, mode)
+        return self._decode_shift_averaged(requests, shown)
+
+    def _decode_shift_averaged(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]]) -> list[Decoded]:
+        """`first_token` scored over `shifts` cyclic shifts of each shown list, then averaged.
+
+        Why: a candidate's score depends on where it is shown and which identifier it gets; the
+        mean log-probability over rotations cancels much of that bias (permutation
+        self-consistency), at `shifts` forward passes per request."""
+        totals = [[0.0] * len(positions) for positions in shown]
+        for shift in range(self.shifts):
+            rotated = [_rotate(list(range(len(p))), shift) for p in shown]
+            decoded = self._decode_once(requests, [[p[i] for i in r] for p, r in zip(shown, rotated, strict=True)], "first_token")
+            for total, rotation, result in zip(totals, rotated, decoded, strict=True):
+                log_probs = torch.tensor(result.scores).log_softmax(-1).tolist()  # type: ignore[arg-type]
+                for slot, index in enumerate(rotation):
+                    total[index] += log_probs[slot] / self.shifts
+        return [Decoded(order=sorted(range(len(t)), key=lambda i: -t[i]), scores=t) for t in totals]
+
+    def _decode_once(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: str) -> list[Decoded]:
         prompts, inputs = [], []
         for request, positions in zip(requests, shown, strict=True):
             prompts.append(self._prompt(request, positions))
@@ -163,6 +188,11 @@ def resolve_checkpoint(path: str | Path, stage_dir: str = "model") -> Path:
     if (path / "snapshot").is_dir():
         raise DataError(f"{path}: training has not finished (only a snapshot); resume it with `llm4pr train`")
     raise DataError(f"{path}: no llm4pr checkpoint here (expected config.json or {stage_dir}/config.json)")
+
+
+def _rotate(order: list[int], shift: int) -> list[int]:
+    shift %= max(len(order), 1)
+    return order[shift:] + order[:shift]
 
 
 def _chunks(items: Sequence[PostRankRequest], size: int) -> Iterator[Sequence[PostRankRequest]]:
