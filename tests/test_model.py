@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llm4pr.data.requests import PostRankRequest
 from llm4pr.features.encoders import EntityEncoder, FeatureStats, FieldInfo
 from llm4pr.features.text_encoder import load_text_encoder
 from llm4pr.inference.decoding import decode, repair
@@ -19,7 +20,7 @@ from llm4pr.inference.window import sliding_window_rank, validate_window, window
 from llm4pr.model.backbone import BackboneError, tiny_backbone
 from llm4pr.model.factory import add_lora, build_model
 from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig, PromptInputs
-from llm4pr.model.prompts import IGNORE_INDEX, PromptBuilder, collate, entity_texts
+from llm4pr.model.prompts import IGNORE_INDEX, Prompt, PromptBatch, PromptBuilder, collate, entity_texts
 from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
 from llm4pr.training.examples import ExampleFactory, ideal_order
 from llm4pr.training.losses import listwise_first_token_loss, next_token_loss
@@ -85,12 +86,17 @@ def test_entity_encoder_fields_follow_the_schema() -> None:
     assert unseen[-1].tolist() == [[0.0, 1.0]]  # missing number: 0 with its missing flag set
 
 
-def test_soft_token_rows_equal_adapter_outputs(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
-    model, builder = tiny
+def one_main_prompt(builder: PromptBuilder) -> tuple[PostRankRequest, Prompt, PromptBatch, list[PromptInputs]]:
+    """A toy request, its main-task prompt, the prompt as a batch of one, and its entities."""
     request = toy_requests(1)[0]
     prompt = builder.main_task(request.query, len(request.history), len(request.candidates))
     batch = collate([prompt], builder.tokenizer.pad_token_id)
-    inputs = [PromptInputs(request.query, request.user, request.history, request.candidates)]
+    return request, prompt, batch, [PromptInputs(request.query, request.user, request.history, request.candidates)]
+
+
+def test_soft_token_rows_equal_adapter_outputs(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    model, builder = tiny
+    request, prompt, batch, inputs = one_main_prompt(builder)
     embeds = model.inputs_embeds(batch, inputs)
     soft = model.soft_tokens(inputs, batch.slot_sources)
     words = model.backbone.get_input_embeddings()(batch.input_ids)
@@ -117,10 +123,7 @@ def test_soft_token_rows_equal_adapter_outputs(tiny: tuple[LLM4PRModel, PromptBu
 def test_plain_layout_leaves_soft_tokens_unbound(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
     """`bind_identifiers: false` is the paper's layout (the "w/o identifier binding" ablation)."""
     model, builder = tiny
-    request = toy_requests(1)[0]
-    prompt = builder.main_task(request.query, len(request.history), len(request.candidates))
-    batch = collate([prompt], builder.tokenizer.pad_token_id)
-    inputs = [PromptInputs(request.query, request.user, request.history, request.candidates)]
+    request, prompt, batch, inputs = one_main_prompt(builder)
     plain = model.__class__(
         model.config.model_copy(update={"bind_identifiers": False}), model.schema, model.stats, model.backbone, model.text_encoder
     )
