@@ -13,36 +13,45 @@ import json
 import math
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import cohere
 import httpx
 import pytest
+import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import Message
 
 from llm4pr.data.jsonl import write_jsonl
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.features.encoders import FeatureStats
+from llm4pr.features.text_encoder import load_text_encoder
 from llm4pr.model.backbone import tiny_backbone
 from llm4pr.model.factory import build_model
 from llm4pr.model.llm4pr import ModelConfig
+from llm4pr.model.prompts import PromptBuilder
 from llm4pr.serving import ServingSettings, create_app, serve
 from llm4pr.serving import app as app_module
 from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
 from llm4pr.serving.loadtest import Sample, judge, run_load, summarize
 from llm4pr.serving.loadtest import main as loadtest_main
+from llm4pr.serving.schemas import RerankBody, rerank_request
 from llm4pr.serving.settings import is_loopback_host
 from llm4pr.training.checkpoint import save_checkpoint
 from test_model import make_model
+from tiny import TINY
 from toy import GENRES, TOY_SCHEMA, toy_requests
 
 TOKEN_ENV = "LLM4PR_TEST_TOKEN"  # not the default name, so that a developer's own token cannot leak in
@@ -96,6 +105,26 @@ def serving(ranker: Any, wait_ready: bool = True, **overrides: Any) -> Iterator[
                     break
                 time.sleep(0.01)
         yield client
+
+
+@contextmanager
+def running_server(app: FastAPI) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port in a thread; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not thread.is_alive()
 
 
 def request_json(request_id: str = "q1", n_candidates: int = 5, seed: int = 0) -> dict[str, Any]:
@@ -332,6 +361,50 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(fake_client: TestC
     assert "more than 50000 bytes" in response.json()["error"]["message"]
 
 
+def test_urllib_gets_the_413_of_a_body_over_the_limit() -> None:
+    """urllib sends the whole body before it reads the answer: the server must read it too (up to
+    `max_discard_bytes`), or urllib sees a connection reset instead of the 413."""
+    body = json.dumps(_with(GOOD, "query", "y" * (11 * 1024 * 1024))).encode()  # more than the socket buffers hold
+    with running_server(create_app(FakeRanker(), settings_for_tests(max_body_bytes=50_000))) as url:
+        chunked = iter([body[i : i + 65536] for i in range(0, len(body), 65536)])  # no length: urllib sends it chunked
+        for content in (body, chunked):
+            request = urllib.request.Request(f"{url}/v1/post-rank", data=content, method="POST")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            assert refused.value.code == 413
+            assert "50000 bytes" in json.loads(refused.value.read())["error"]["message"]
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/healthz"), timeout=30) as alive:
+            assert alive.status == 200
+
+
+def test_an_over_limit_body_is_read_only_up_to_the_discard_bound() -> None:
+    """Past `max_discard_bytes` the server stops reading (and the connection is closed)."""
+    app = create_app(FakeRanker(), settings_for_tests(max_body_bytes=1_000, max_discard_bytes=5_000))
+    received: list[int] = []
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        received.append(1_000)
+        return {"type": "http.request", "body": b" " * 1_000, "more_body": True}  # an endless chunked body
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/post-rank", "raw_path": b"/v1/post-rank", "root_path": "", "query_string": b"", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413 and 5_000 <= sum(received) <= 7_000
+    declared = {**scope, "headers": [(b"content-length", b"6000")]}
+    received.clear()
+    asyncio.run(app(declared, receive, send))
+    assert sum(received) == 0  # declared over the bound: refused without reading
+    received.clear()
+    asyncio.run(app({**scope, "headers": [(b"content-length", b"4000")]}, receive, send))
+    assert sum(received) >= 4_000  # declared within the bound: read, so that the client can finish sending
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [413, 413, 413]
+
+
 def test_unknown_mode_and_unknown_route(fake_client: TestClient) -> None:
     response = fake_client.post("/v1/post-rank", params={"mode": "beam"}, json=GOOD)
     assert response.status_code == 422 and "query.mode" in response.json()["error"]["message"]
@@ -371,9 +444,10 @@ def test_fuzzed_requests_get_an_answer_or_a_4xx_never_a_500(fake_client: TestCli
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=JSON_VALUES)
-def test_fuzzed_bodies_never_get_a_500(fake_client: TestClient, value: Any) -> None:
-    for endpoint in ("/v1/post-rank", "/v1/rerank"):
-        assert fake_client.post(endpoint, content=json.dumps(value)).status_code in (200, 400, 413, 422)
+def test_fuzzed_bodies_never_get_a_500(fake_client: TestClient, fake_text_client: TestClient, value: Any) -> None:
+    assert fake_client.post("/v1/post-rank", content=json.dumps(value)).status_code in (200, 400, 413, 422)
+    for endpoint in RERANK_ENDPOINTS:
+        assert fake_text_client.post(endpoint, content=json.dumps(value)).status_code in (200, 400, 413, 422)
 
 
 def test_bad_input_never_reaches_the_catch_all(fake_client: TestClient) -> None:
@@ -441,7 +515,8 @@ def test_bearer_token_guards_v1_only(monkeypatch: pytest.MonkeyPatch) -> None:
         assert "bearer token" in missing.json()["error"]["message"]
         for header in ("Bearer wrong", "Basic s3cret", "s3cret"):
             assert client.post("/v1/post-rank", json=GOOD, headers={"Authorization": header}).status_code == 401
-        assert client.post("/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
+        for endpoint in ("/v1/rerank", "/v2/rerank"):
+            assert client.post(endpoint, json={"model": "m", "query": "q", "documents": ["a"]}).status_code == 401
         assert client.post("/v1/post-rank", json=GOOD, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         for path in ("/healthz", "/readyz", "/metrics"):
             assert client.get(path).status_code == 200
@@ -476,29 +551,132 @@ def test_metrics_count_requests_statuses_fallbacks_and_batches() -> None:
         assert metric(client, "llm4pr_fallbacks_total", mode="generate", reason="model_error") == 1.0
 
 
-# --- /v1/rerank ---------------------------------------------------------------------------------
+# --- /v1/rerank and /v2/rerank -------------------------------------------------------------------
+
+TEXT_SCHEMA = FeatureSchema(
+    dataset="text",
+    features=(
+        FeatureSpec(name="passage", owner="item", kind=FeatureKind.text, description="passage: {value}"),
+        FeatureSpec(name="bm25", owner="item", kind=FeatureKind.numerical, description="bm25 {value:.1f}"),
+    ),
+)
+RERANK_ENDPOINTS = ("/v1/rerank", "/v2/rerank")
+DOCUMENTS = ["a cartoon about toys that come alive", "a war drama", "a comedy about a plane", "a documentary on bees"]
 
 
-def test_rerank_shape_top_n_and_documents(fake_client: TestClient) -> None:
+def text_requests(n: int) -> list[PostRankRequest]:
+    return [
+        PostRankRequest(
+            request_id=f"t{r}",
+            query=f"query {r}",
+            user={"id": "anonymous"},
+            candidates=[{"id": str(i), "features": {"passage": f"document {r} {i}", "bm25": float(i)}} for i in range(4)],
+        )
+        for r in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def text_ranker() -> LLM4PRRanker:
+    """A tiny random LLM4PR model whose schema can take bare text documents (no user features)."""
+    torch.manual_seed(0)
+    backbone, tokenizer = tiny_backbone(seed=0)
+    stats = FeatureStats.fit(TEXT_SCHEMA, text_requests(5))
+    model, tokenizer = build_model(TINY, TEXT_SCHEMA, stats, backbone, tokenizer, load_text_encoder("hashing"))
+    model.eval()
+    return LLM4PRRanker(model, PromptBuilder(tokenizer, TINY.identifiers), batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def fake_text_client() -> Iterator[TestClient]:
+    with serving(FakeRanker(schema=TEXT_SCHEMA), max_candidates=30, max_body_bytes=50_000, max_string_chars=200) as client:
+        yield client
+
+
+def model_relevance(ranker: LLM4PRRanker, query: str, documents: list[str]) -> list[tuple[int, float]]:
+    """(index, softmax of the first-token score) best first, straight from the ranker."""
+    request = rerank_request(RerankBody(query=query, documents=documents), "direct", "passage")
+    [result] = ranker.rank([request], mode="first_token")
+    assert result.scores is not None and not result.fallback
+    exps = [math.exp(score - max(result.scores)) for score in result.scores]
+    return [(int(i), e / sum(exps)) for i, e in zip(result.ranking, exps, strict=True)]
+
+
+def test_rerank_shapes_top_n_and_documents(fake_text_client: TestClient) -> None:
     documents = ["alpha", {"text": "beta"}, "gamma", "delta"]
-    answer = fake_client.post("/v1/rerank", json={"query": "q", "documents": documents, "model": "any-name"}).json()
+    answer = fake_text_client.post("/v1/rerank", json={"query": "q", "documents": documents, "model": "any-name"}).json()
     assert answer["model"] == "llm4pr" and answer["id"].startswith("rerank-")
-    assert [r["index"] for r in answer["results"]] == [3, 2, 1, 0]  # the fake ranker reverses
-    assert [r["relevance_score"] for r in answer["results"]] == [1.0, 1 / 2, 1 / 3, 1 / 4]
-    assert "document" not in answer["results"][0] and answer["meta"]["fallback"] is False
+    assert [r["index"] for r in answer["results"]] == [3, 2, 1, 0]  # the fake ranker reverses, scores 4, 3, 2, 1
+    scores = [r["relevance_score"] for r in answer["results"]]
+    assert scores == pytest.approx([math.exp(k) / sum(math.exp(j) for j in range(4)) for k in (3, 2, 1, 0)])
+    assert "document" not in answer["results"][0] and "warnings" not in answer["meta"]
+    assert answer["meta"]["fallback"] is False and answer["meta"]["mode"] == "first_token"
+    assert answer["meta"]["api_version"] == {"version": "1"}
 
-    top = fake_client.post("/v1/rerank", json={"query": "q", "documents": documents, "top_n": 2, "return_documents": True}).json()
+    top = fake_text_client.post("/v1/rerank", json={"query": "q", "documents": documents, "top_n": 2, "return_documents": True}).json()
     assert [(r["index"], r["document"]) for r in top["results"]] == [(3, {"text": "delta"}), (2, {"text": "gamma"})]
-    assert len(fake_client.post("/v1/rerank", json={"query": "q", "documents": documents, "top_n": 99}).json()["results"]) == 4
+    assert [r["relevance_score"] for r in top["results"]] == scores[:2]  # top_n cuts, it does not renormalize
+    assert len(fake_text_client.post("/v1/rerank", json={"query": "q", "documents": documents, "top_n": 99}).json()["results"]) == 4
 
-    scored = fake_client.post("/v1/rerank", params={"mode": "first_token"}, json={"query": "q", "documents": documents}).json()
-    scores = [r["relevance_score"] for r in scored["results"]]
-    assert sum(scores) == pytest.approx(1.0) and scores == sorted(scores, reverse=True)
+    v2_body = {"model": "m", "query": "q", "documents": ["alpha", "beta", "gamma", "delta"], "top_n": 3}
+    v2 = fake_text_client.post("/v2/rerank", json=v2_body)
+    assert v2.status_code == 200, v2.text
+    answer2 = v2.json()
+    assert set(answer2) == {"id", "results", "meta"} and answer2["meta"]["api_version"] == {"version": "2"}
+    assert answer2["results"] == [{"index": i, "relevance_score": s} for i, s in zip([3, 2, 1], scores, strict=False)]
 
 
-def test_rerank_puts_the_text_in_the_schemas_text_feature(tiny_client: TestClient) -> None:
-    answer = tiny_client.post("/v1/rerank", params={"mode": "first_token"}, json={"query": "films", "documents": ["a", "b", "c"]}).json()
-    assert sorted(r["index"] for r in answer["results"]) == [0, 1, 2] and answer["meta"]["fallback"] is False
+def test_rerank_v2_max_tokens_per_doc_keeps_the_first_words() -> None:
+    ranker = FakeRanker(schema=TEXT_SCHEMA)
+    seen: list[PostRankRequest] = []
+    original = ranker.rank
+    ranker.rank = lambda requests, mode=None: (seen.extend(requests), original(requests, mode))[1]  # type: ignore[method-assign]
+    with serving(ranker) as client:
+        body = {"model": "m", "query": "q", "documents": ["one  two\tthree four", "short", " lead space"], "max_tokens_per_doc": 2}
+        assert client.post("/v2/rerank", json=body).status_code == 200
+    assert [c.features["passage"] for c in seen[-1].candidates] == ["one  two", "short", " lead space"]
+
+
+def test_rerank_scores_are_the_models_and_order_the_results(text_ranker: LLM4PRRanker) -> None:
+    with serving(text_ranker, mode="generate") as client:  # the server default does not apply to rerank
+        answer = client.post("/v2/rerank", json={"model": "llm4pr", "query": "films", "documents": DOCUMENTS}).json()
+    results = [(r["index"], r["relevance_score"]) for r in answer["results"]]
+    expected = model_relevance(text_ranker, "films", DOCUMENTS)
+    assert [i for i, _ in results] == [i for i, _ in expected]
+    assert [s for _, s in results] == pytest.approx([s for _, s in expected])
+    assert answer["meta"]["mode"] == "first_token" and answer["meta"]["fallback"] is False
+
+
+def test_rerank_with_the_cohere_sdk_against_a_real_server(text_ranker: LLM4PRRanker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "s3cret")  # the SDK sends its api_key as the bearer token
+    expected = model_relevance(text_ranker, "a funny film for kids", DOCUMENTS)
+    with running_server(create_app(text_ranker, settings_for_tests())) as url:
+        v1 = cohere.Client(api_key="s3cret", base_url=url, max_retries=0).rerank(
+            query="a funny film for kids", documents=DOCUMENTS, top_n=3, return_documents=True
+        )
+        v2 = cohere.ClientV2(api_key="s3cret", base_url=url, max_retries=0).rerank(
+            model="llm4pr", query="a funny film for kids", documents=DOCUMENTS
+        )
+        with pytest.raises(cohere.UnauthorizedError):
+            cohere.ClientV2(api_key="wrong", base_url=url, max_retries=0).rerank(model="m", query="q", documents=["a"])
+    for response, n in ((v1, 3), (v2, len(DOCUMENTS))):
+        scores = [r.relevance_score for r in response.results]
+        assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
+        assert [r.index for r in response.results] == [i for i, _ in expected[:n]]
+        assert scores == pytest.approx([s for _, s in expected[:n]])
+        assert response.meta is not None and response.meta.warnings is None
+    assert [r.document.text for r in v1.results] == [DOCUMENTS[i] for i, _ in expected[:3]]
+    assert v1.meta.api_version.version == "1" and v2.meta.api_version.version == "2"
+    assert sum(r.relevance_score for r in v2.results) == pytest.approx(1.0)
+
+
+def test_rerank_falls_back_with_uniform_scores_and_a_warning() -> None:
+    with serving(FakeRanker(schema=TEXT_SCHEMA, fail=True), wait_ready=False) as client:
+        for endpoint in RERANK_ENDPOINTS:
+            answer = client.post(endpoint, json={"model": "m", "query": "q", "documents": ["a", "b", "c", "d"]}).json()
+            assert [(r["index"], r["relevance_score"]) for r in answer["results"]] == [(i, 0.25) for i in range(4)]
+            assert answer["meta"]["fallback"] is True and answer["meta"]["fallback_reason"] == "model_error"
+            assert "not ranked by the model" in answer["meta"]["warnings"][0]
 
 
 BAD_RERANK = [
@@ -512,27 +690,63 @@ BAD_RERANK = [
     ({"query": "q", "documents": ["a", "z" * 201]}, 422, "documents.1: string of 201 characters"),
     (["q"], 422, "body: expected a JSON object, got array"),
 ]
+BAD_RERANK_V2 = [
+    ({"query": "q", "documents": ["a"]}, 422, "body: model: Field required"),
+    ({"model": "m", "query": "q", "documents": [{"text": "a"}]}, 422, "documents.0: Input should be a valid string"),
+    ({"model": "m", "query": "q", "documents": ["a"], "return_documents": True}, 422, "return_documents: Extra inputs"),
+    ({"model": "m", "query": "q", "documents": ["a"], "max_tokens_per_doc": 0}, 422, "max_tokens_per_doc: Input should be greater than 0"),
+    ({"model": "m", "query": "q", "documents": ["a"] * 31}, 413, "documents: 31 exceed the limit of 30"),
+]
 
 
-@pytest.mark.parametrize("body, status, phrase", BAD_RERANK)
-def test_bad_rerank_bodies(fake_client: TestClient, body: Any, status: int, phrase: str) -> None:
-    response = fake_client.post("/v1/rerank", json=body)
+@pytest.mark.parametrize(
+    "endpoint, body, status, phrase",
+    [("/v1/rerank", *case) for case in BAD_RERANK] + [("/v2/rerank", *case) for case in BAD_RERANK_V2],
+)
+def test_bad_rerank_bodies(fake_text_client: TestClient, endpoint: str, body: Any, status: int, phrase: str) -> None:
+    response = fake_text_client.post(endpoint, json=body)
     assert response.status_code == status, response.text
     assert phrase in response.json()["error"]["message"]
 
 
-def test_rerank_needs_a_text_feature() -> None:
-    schema = FeatureSchema(features=(FeatureSpec(name="price", owner="item", kind=FeatureKind.numerical),))
-    with serving(FakeRanker(schema=schema)) as client:
-        response = client.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
-        assert response.status_code == 422 and "needs an item feature of kind 'text'" in response.json()["error"]["message"]
+def test_rerank_refuses_generate_mode_and_more_documents_than_one_window(text_ranker: LLM4PRRanker) -> None:
+    with serving(text_ranker) as client:
+        for endpoint in RERANK_ENDPOINTS:
+            body = {"model": "m", "query": "q", "documents": ["a", "b"]}
+            response = client.post(endpoint, params={"mode": "generate"}, json=body)
+            assert response.status_code == 422 and "query.mode: Input should be 'first_token'" in response.json()["error"]["message"]
+            assert client.post(endpoint, params={"mode": "first_token"}, json=body).status_code == 200
+            response = client.post(endpoint, json={**body, "documents": ["d"] * (text_ranker.window + 1)})
+            assert response.status_code == 413, response.text
+            assert f"exceed the {text_ranker.window} that the model scores in one pass" in response.json()["error"]["message"]
 
 
-def test_openapi_documents_both_endpoints(fake_client: TestClient) -> None:
+@pytest.mark.parametrize(
+    "schema, phrase",
+    [
+        (FeatureSchema(features=(FeatureSpec(name="price", owner="item", kind="numerical"),)), "needs an item feature of kind 'text'"),
+        (TOY_SCHEMA, "cannot rank bare text documents with this checkpoint: its schema has user features (gender, age, favourite)"),
+    ],
+    ids=["no text feature", "user features"],
+)
+def test_rerank_refuses_a_checkpoint_that_cannot_take_bare_text(schema: FeatureSchema, phrase: str) -> None:
+    ranker = FakeRanker(schema=schema)
+    with serving(ranker) as client:
+        for endpoint in RERANK_ENDPOINTS:
+            response = client.post(endpoint, json={"model": "m", "query": "q", "documents": ["a"]})
+            assert response.status_code == 422, response.text
+            message = response.json()["error"]["message"]
+            assert message.startswith(f"{endpoint} ") and phrase in message
+    assert ranker.calls == [(["warm-up"], "generate")]  # refused before the body is read or the model is called
+
+
+def test_openapi_documents_every_endpoint(fake_client: TestClient) -> None:
     spec = fake_client.get("/openapi.json").json()
-    assert {"/v1/post-rank", "/v1/rerank", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    assert {"/v1/post-rank", "/v1/rerank", "/v2/rerank", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
     body = spec["paths"]["/v1/post-rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "$ref" not in json.dumps(body) and "candidates" in json.dumps(body)
+    v2 = spec["paths"]["/v2/rerank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "max_tokens_per_doc" in json.dumps(v2) and "return_documents" not in json.dumps(v2)
     assert fake_client.get("/docs").status_code == 200
 
 
@@ -637,20 +851,9 @@ def test_run_load_against_the_app_in_process() -> None:
 
 
 def test_loadtest_main_against_a_real_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(FakeRanker(), settings_for_tests()), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    with running_server(create_app(FakeRanker(), settings_for_tests())) as url:
         write_jsonl(tmp_path / "requests.jsonl", toy_requests(4))
         out = tmp_path / "summary.json"
-        url = f"http://127.0.0.1:{port}"
         code = loadtest_main(
             ["--url", url, "--requests", str(tmp_path / "requests.jsonl"), "--concurrency", "3", "--duration", "1", "--out", str(out)]
         )
@@ -660,7 +863,3 @@ def test_loadtest_main_against_a_real_server(tmp_path: Path, capsys: pytest.Capt
         assert "answered/s" in capsys.readouterr().out
         big = json.dumps(_with(GOOD, "query", "y" * (11 * 1024 * 1024)))  # over the default 10 MiB
         assert httpx.post(f"{url}/v1/post-rank", content=big, timeout=30).status_code == 413
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-    assert not thread.is_alive()

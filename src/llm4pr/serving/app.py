@@ -16,15 +16,17 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm4pr import __version__
@@ -39,14 +41,19 @@ from llm4pr.serving.schemas import (
     FallbackReason,
     PostRankResponse,
     RerankBody,
+    RerankBodyT,
+    RerankBodyV2,
     RerankResponse,
+    RerankResponseV2,
     error_body,
     inline_json_schema,
     parse_post_rank,
     parse_rerank,
     post_rank_response,
+    rerank_refusal,
     rerank_request,
     rerank_response,
+    rerank_response_v2,
     rerank_text_feature,
 )
 from llm4pr.serving.settings import ServingMode, ServingSettings, is_loopback_host
@@ -79,6 +86,9 @@ class Service:
         self.settings = settings
         self.schema = ranker.model.schema
         self.text_feature = rerank_text_feature(self.schema)
+        self.rerank_refusal = rerank_refusal(self.schema)
+        # rerank scores compare only within one model pass: at most the ranker's window of documents
+        self.rerank_window: int | None = getattr(ranker, "window", None)
         self.token = os.environ.get(settings.token_env) or None
         self.batcher: MicroBatcher | None = None
         self.metrics = ServingMetrics(queue_depth=lambda: self.batcher.pending() if self.batcher else 0)
@@ -156,6 +166,7 @@ def create_app(ranker: ServableRanker, settings: ServingSettings | None = None) 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(_v1)
+    app.include_router(_v2)
     app.include_router(_health)
     return app
 
@@ -200,6 +211,11 @@ def _service(request: Request) -> Service:
 
 ServiceDep = Annotated[Service, Depends(_service)]
 ModeQuery = Annotated[ServingMode | None, Query(description="inference mode; default from the server settings")]
+RerankMode = Literal["first_token"]
+Endpoint = Callable[..., Coroutine[Any, Any, Any]]
+RerankModeQuery = Annotated[
+    RerankMode | None, Query(description="only first_token, the mode that scores each document (the default here)")
+]
 
 
 async def _authorize(request: Request, service: ServiceDep) -> None:
@@ -228,6 +244,7 @@ def _json_body(type_: Any) -> dict[str, Any]:
 
 
 _v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorize)], responses=_ERRORS)
+_v2 = APIRouter(prefix="/v2", dependencies=[Depends(_authorize)], responses=_ERRORS)
 _health = APIRouter()
 
 
@@ -240,27 +257,43 @@ _health = APIRouter()
 )
 async def post_rank(request: Request, service: ServiceDep, mode: ModeQuery = None) -> Any:
     started = time.perf_counter()
-    payload = await _read_json(request, service.settings.max_body_bytes)
+    payload = await _read_json(request, service.settings)
     requests = parse_post_rank(payload, service.schema, service.settings)
     answers = await service.rank(requests, mode or service.settings.mode, started)
     return answers if isinstance(payload, list) else answers[0]
 
 
-@_v1.post(
-    "/rerank",
-    response_model=RerankResponse,
-    response_model_exclude_none=True,
-    openapi_extra=_json_body(RerankBody),
-    summary="Cohere/Jina-compatible rerank: documents become candidates with the schema's text feature",
-)
-async def rerank(request: Request, service: ServiceDep, mode: ModeQuery = None) -> Any:
-    started = time.perf_counter()
-    if service.text_feature is None:
-        raise ApiError(422, "/v1/rerank needs an item feature of kind 'text' for the documents; this checkpoint's schema has none: use /v1/post-rank")
-    body = parse_rerank(await _read_json(request, service.settings.max_body_bytes), service.settings)
-    ranking_request = rerank_request(body, f"rerank-{uuid.uuid4().hex}", service.text_feature)
-    [answer] = await service.rank([ranking_request], mode or service.settings.mode, started)
+def _rerank_route(router: APIRouter, response: type[BaseModel], body: type[BaseModel], summary: str) -> Callable[[Endpoint], Endpoint]:
+    return router.post(
+        "/rerank", response_model=response, response_model_exclude_none=True, openapi_extra=_json_body(body), summary=summary
+    )
+
+
+@_rerank_route(_v1, RerankResponse, RerankBody, "Cohere v1 (and Jina) rerank: documents become candidates with the schema's text feature")
+async def rerank(request: Request, service: ServiceDep, mode: RerankModeQuery = None) -> Any:
+    body, answer = await _rerank(request, service, RerankBody, mode)
     return rerank_response(body, answer, service.settings.model_name)
+
+
+@_rerank_route(_v2, RerankResponseV2, RerankBodyV2, "Cohere v2 rerank: the same, documents as strings, no `return_documents`")
+async def rerank_v2(request: Request, service: ServiceDep, mode: RerankModeQuery = None) -> Any:
+    body, answer = await _rerank(request, service, RerankBodyV2, mode)
+    return rerank_response_v2(body, answer)
+
+
+async def _rerank(
+    request: Request, service: Service, body_type: type[RerankBodyT], mode: RerankMode | None
+) -> tuple[RerankBodyT, PostRankResponse]:
+    """Both rerank versions: refuse a checkpoint that cannot rank bare text, then rank the documents
+    in first_token mode, the one mode that gives each document a score."""
+    started = time.perf_counter()
+    if service.rerank_refusal is not None or service.text_feature is None:
+        raise ApiError(422, f"{request.url.path} {service.rerank_refusal}")
+    payload = await _read_json(request, service.settings)
+    body = parse_rerank(payload, body_type, service.settings, service.rerank_window)
+    ranking_request = rerank_request(body, f"rerank-{uuid.uuid4().hex}", service.text_feature)
+    [answer] = await service.rank([ranking_request], mode or "first_token", started)
+    return body, answer
 
 
 @_health.get("/healthz", summary="liveness: the process answers")
@@ -280,15 +313,20 @@ async def metrics(service: ServiceDep) -> Response:
     return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The body parsed as JSON, refused with 413 as soon as it exceeds `limit` bytes (chunked too)."""
+async def _read_json(request: Request, settings: ServingSettings) -> Any:
+    """The body parsed as JSON, refused with 413 as soon as it exceeds `max_body_bytes` (chunked too)."""
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
+        if int(declared) <= settings.max_discard_bytes:
+            await _discard(request.stream(), settings.max_discard_bytes)
         raise ApiError(413, f"body: {declared} bytes exceed the limit of {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
+    chunks = request.stream()
+    async for chunk in chunks:
         body += chunk
         if len(body) > limit:
+            await _discard(chunks, settings.max_discard_bytes - len(body))
             raise ApiError(413, f"body: more than {limit} bytes (the limit)")
     if not body.strip():
         raise ApiError(400, "body: empty; expected JSON")
@@ -298,6 +336,23 @@ async def _read_json(request: Request, limit: int) -> Any:
         raise ApiError(400, "body: malformed JSON: nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise ApiError(400, f"body: malformed JSON: {exc}") from exc
+
+
+async def _discard(chunks: AsyncIterator[bytes], budget: int) -> None:
+    """Read and drop the rest of a refused body, up to `budget` bytes.
+
+    A client still sending when the server answers and closes gets a connection reset instead of
+    the answer (Python's urllib does); one that could finish sending reads the 413. Past the
+    budget the server stops reading and the connection is closed.
+    """
+    read = 0
+    try:
+        async for chunk in chunks:
+            read += len(chunk)
+            if read > budget:
+                return
+    except ClientDisconnect:
+        return
 
 
 # --- errors and metrics ----------------------------------------------------------------------

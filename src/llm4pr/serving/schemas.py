@@ -11,8 +11,9 @@ evaluation file can be replayed against the server unchanged.
 from __future__ import annotations
 
 import math
+import re
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -23,6 +24,8 @@ from llm4pr.serving.settings import ServingSettings
 
 FallbackReason = Literal["deadline", "model_error", "unavailable"]
 ANONYMOUS_USER = "anonymous"
+RerankBodyT = TypeVar("RerankBodyT", bound="_RerankBodyBase")
+_WORD = re.compile(r"\S+")
 
 
 class ApiError(Exception):
@@ -67,36 +70,80 @@ class RerankDocument(BaseModel):
     text: str
 
 
-class RerankBody(BaseModel):
-    """Cohere/Jina rerank request. `model` is accepted for client compatibility and ignored."""
+class _RerankBodyBase(BaseModel):
+    """What the Cohere v1 and v2 rerank requests share. `model` is accepted and ignored: the
+    response names the model actually served."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str
-    documents: list[str | RerankDocument] = Field(min_length=1)
     top_n: int | None = Field(default=None, gt=0, description="return the best n (all when absent)")
+
+    def texts(self) -> list[str]:
+        raise NotImplementedError
+
+
+class RerankBody(_RerankBodyBase):
+    """Cohere v1 (and Jina) rerank request: documents as strings or `{"text": ...}` objects."""
+
     model: str | None = None
+    documents: list[str | RerankDocument] = Field(min_length=1)
     return_documents: bool = False
 
+    def texts(self) -> list[str]:
+        return [doc if isinstance(doc, str) else doc.text for doc in self.documents]
 
-class RerankResult(BaseModel):
+
+class RerankBodyV2(_RerankBodyBase):
+    """Cohere v2 rerank request: `model` is required (as by Cohere), documents are strings."""
+
+    model: str
+    documents: list[str] = Field(min_length=1)
+    max_tokens_per_doc: int | None = Field(
+        default=None, gt=0, description="keep each document's first n whitespace-separated words (tokenizer-free)"
+    )
+
+    def texts(self) -> list[str]:
+        if self.max_tokens_per_doc is None:
+            return list(self.documents)
+        return [_first_words(doc, self.max_tokens_per_doc) for doc in self.documents]
+
+
+class RerankResultV2(BaseModel):
     index: int = Field(description="position of the document in the request")
-    relevance_score: float = Field(description="softmax of first_token scores, else 1/(1+rank); higher is better")
+    relevance_score: float = Field(
+        description="in [0, 1], summing to 1 over the documents sent: the model's probability that this one is the most relevant"
+    )
+
+
+class RerankResult(RerankResultV2):
     document: RerankDocument | None = None
 
 
+class ApiVersion(BaseModel):
+    version: str
+
+
 class RerankMeta(BaseModel):
+    """Cohere's `meta` (`api_version`, `warnings`) plus how this answer was made."""
+
+    api_version: ApiVersion
+    warnings: list[str] | None = Field(default=None, description="set when the scores are not the model's (a fallback)")
     mode: str
     fallback: bool
     fallback_reason: FallbackReason | None = None
     latency_ms: float
 
 
-class RerankResponse(BaseModel):
+class RerankResponseV2(BaseModel):
     id: str
-    model: str
-    results: list[RerankResult]
+    results: list[RerankResultV2]
     meta: RerankMeta
+
+
+class RerankResponse(RerankResponseV2):
+    model: str
+    results: list[RerankResult]  # type: ignore[assignment]
 
 
 def parse_post_rank(payload: Any, schema: FeatureSchema, settings: ServingSettings) -> list[PostRankRequest]:
@@ -136,15 +183,23 @@ def _parse_request(item: Any, where: str, schema: FeatureSchema, settings: Servi
         raise ApiError(422, str(exc), request_id) from exc
 
 
-def parse_rerank(payload: Any, settings: ServingSettings) -> RerankBody:
+def parse_rerank(payload: Any, body_type: type[RerankBodyT], settings: ServingSettings, window: int | None) -> RerankBodyT:
+    """A rerank body of `body_type`; more documents than `window` (those the model scores in one
+    pass, so that their scores compare) or `max_candidates` are refused with 413."""
     if not isinstance(payload, dict):
         raise ApiError(422, f"body: expected a JSON object, got {_json_type(payload)}")
     documents = payload.get("documents")
     if isinstance(documents, list) and len(documents) > settings.max_candidates:
         raise ApiError(413, f"body: documents: {len(documents)} exceed the limit of {settings.max_candidates}")
+    if isinstance(documents, list) and window is not None and len(documents) > window:
+        raise ApiError(
+            413,
+            f"body: documents: {len(documents)} exceed the {window} that the model scores in one pass (its window), "
+            "so their relevance scores would not compare: send at most that many, or rank longer lists with /v1/post-rank",
+        )
     _check_values(payload, "body", settings.max_string_chars, None)
     try:
-        return RerankBody.model_validate(payload)
+        return body_type.model_validate(payload)
     except ValidationError as exc:
         raise ApiError(422, f"body: {format_validation_error(exc)}") from exc
 
@@ -154,14 +209,32 @@ def rerank_text_feature(schema: FeatureSchema) -> str | None:
     return next((spec.name for spec in schema.for_owner("item") if spec.kind is FeatureKind.text), None)
 
 
-def rerank_request(body: RerankBody, request_id: str, text_feature: str) -> PostRankRequest:
+def rerank_refusal(schema: FeatureSchema) -> str | None:
+    """Why a checkpoint cannot rank bare text documents, or None when it can.
+
+    A rerank call carries a query and texts only. A schema with user features was trained on
+    requests that describe the user (MovieLens: age, gender, ...); its order for a featureless
+    user is not a relevance ranking, so such a checkpoint refuses rerank calls instead of
+    answering nonsense. Other item features (e.g. a first-stage score) are simply absent.
+    """
+    if rerank_text_feature(schema) is None:
+        return "needs an item feature of kind 'text' for the documents; this checkpoint's schema has none: use /v1/post-rank"
+    user_features = [spec.name for spec in schema.for_owner("user")]
+    if user_features:
+        return (
+            f"cannot rank bare text documents with this checkpoint: its schema has user features ({', '.join(user_features)}), "
+            "so it ranks for a described user and a rerank call has none; use /v1/post-rank with the user's features"
+        )
+    return None
+
+
+def rerank_request(body: _RerankBodyBase, request_id: str, text_feature: str) -> PostRankRequest:
     """Documents become candidates (id = their index) with one text feature; the user is anonymous."""
-    texts = [doc if isinstance(doc, str) else doc.text for doc in body.documents]
     return PostRankRequest(
         request_id=request_id,
         query=body.query,
         user=User(id=ANONYMOUS_USER),
-        candidates=[Item(id=str(index), features={text_feature: text}) for index, text in enumerate(texts)],
+        candidates=[Item(id=str(index), features={text_feature: text}) for index, text in enumerate(body.texts())],
     )
 
 
@@ -178,22 +251,48 @@ def post_rank_response(result: RankResult, mode: str, reason: FallbackReason | N
 
 
 def rerank_response(body: RerankBody, answer: PostRankResponse, model_name: str) -> RerankResponse:
-    """The best `top_n` documents, with relevance scores that decrease with rank."""
-    scores = _softmax(answer.scores) if answer.scores is not None else [1.0 / (1 + rank) for rank in range(len(answer.ranking))]
-    top = len(answer.ranking) if body.top_n is None else min(body.top_n, len(answer.ranking))
-    results = []
-    for candidate_id, score in list(zip(answer.ranking, scores, strict=True))[:top]:
-        index = int(candidate_id)
-        document = body.documents[index] if body.return_documents else None
-        results.append(
-            RerankResult(
-                index=index,
-                relevance_score=score,
-                document=RerankDocument(text=document) if isinstance(document, str) else document,
-            )
-        )
-    meta = RerankMeta(mode=answer.mode, fallback=answer.fallback, fallback_reason=answer.fallback_reason, latency_ms=answer.latency_ms)
+    """The v1 answer: the best `top_n` documents, with their text when `return_documents`."""
+    ranked, meta = _ranked_documents(answer, body.top_n, api_version="1")
+    texts = body.texts() if body.return_documents else None
+    results = [
+        RerankResult(index=index, relevance_score=score, document=RerankDocument(text=texts[index]) if texts else None)
+        for index, score in ranked
+    ]
     return RerankResponse(id=answer.request_id, model=model_name, results=results, meta=meta)
+
+
+def rerank_response_v2(body: RerankBodyV2, answer: PostRankResponse) -> RerankResponseV2:
+    """The v2 answer: the best `top_n` documents as index and score."""
+    ranked, meta = _ranked_documents(answer, body.top_n, api_version="2")
+    results = [RerankResultV2(index=index, relevance_score=score) for index, score in ranked]
+    return RerankResponseV2(id=answer.request_id, results=results, meta=meta)
+
+
+def _ranked_documents(answer: PostRankResponse, top_n: int | None, api_version: str) -> tuple[list[tuple[int, float]], RerankMeta]:
+    """(document index, relevance score) best first, cut to `top_n`, and the answer's meta.
+
+    The score is the softmax of the model's first-token scores over all documents sent. Without
+    them (a fallback: deadline, model error, full queue) the model said nothing: the documents
+    keep the order sent, each scores 1/n (the uniform probability), and `meta.warnings` says so.
+    """
+    n = len(answer.ranking)
+    warnings = None
+    if answer.scores is not None and not answer.fallback:
+        scores = _softmax(answer.scores)
+    else:
+        scores = [1.0 / n] * n
+        reason = answer.fallback_reason or "no scores from the ranker"
+        warnings = [f"fallback ({reason}): not ranked by the model; documents in the order sent, each relevance_score 1/{n}"]
+    ranked = [(int(candidate_id), score) for candidate_id, score in zip(answer.ranking, scores, strict=True)]
+    meta = RerankMeta(
+        api_version=ApiVersion(version=api_version),
+        warnings=warnings,
+        mode=answer.mode,
+        fallback=answer.fallback,
+        fallback_reason=answer.fallback_reason,
+        latency_ms=answer.latency_ms,
+    )
+    return ranked[:top_n], meta
 
 
 def inline_json_schema(type_: Any) -> dict[str, Any]:
@@ -234,6 +333,14 @@ def _check_values(payload: Any, label: str, max_chars: int, request_id: str | No
                 stack.append((value, f"{path}.{key}" if path else key))
         elif isinstance(node, list):
             stack.extend((value, f"{path}.{index}") for index, value in enumerate(node))
+
+
+def _first_words(text: str, n: int) -> str:
+    """`text` cut after its n-th whitespace-separated word (unchanged when it has no more)."""
+    for count, word in enumerate(_WORD.finditer(text), start=1):
+        if count == n:
+            return text[: word.end()]
+    return text
 
 
 def _softmax(scores: list[float]) -> list[float]:

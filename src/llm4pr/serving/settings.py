@@ -33,6 +33,11 @@ class ServingSettings(BaseModel):
     max_requests_per_body: int = Field(default=64, ge=1, description="requests in one /v1/post-rank body")
     max_candidates: int = Field(default=1000, ge=1, description="candidates (or documents) per request")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="request body size, checked before parsing")
+    max_discard_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=0,
+        description="an over-limit body up to this size is read and dropped before the 413, so that a client still sending gets it",
+    )
     max_string_chars: int = Field(default=10_000, ge=1, description="length of any string in a body")
     token_env: str = Field(
         default=DEFAULT_TOKEN_ENV, min_length=1, description="env var holding the bearer token; unset or empty: no auth"
