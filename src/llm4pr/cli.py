@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_converter_arguments(letor)
     letor.set_defaults(handler=_prepare_letor)
 
+    semanlink = datasets.add_parser("semanlink", help="Semanlink arXiv tags from the cherche 2.2.1 sdist, BM25 candidates (docs/datasets.md)")
+    semanlink.add_argument("--source", required=True, help="the sdist's cherche/data/semanlink folder (arxiv.json, tags.json), or a folder above it")
+    semanlink.add_argument("--out", required=True, type=Path)
+    semanlink.add_argument("--depth", type=int, default=20, help="BM25 candidates per query (default: 20, the model's window)")
+    semanlink.add_argument("--split-ratio", type=float, nargs=3, default=(0.5, 0.2, 0.3), metavar=("TRAIN", "VALID", "TEST"))
+    semanlink.add_argument("--seed", type=int, default=0, help="seed of the query split's hash")
+    semanlink.set_defaults(handler=_prepare_semanlink)
+
     evaluate = commands.add_parser("evaluate", help="score a run file or a checkpoint on labelled requests")
     evaluate.add_argument("--data", required=True, type=Path, help="labelled requests (JSON lines)")
     source = evaluate.add_mutually_exclusive_group(required=True)
@@ -236,6 +244,20 @@ def _prepare_letor(args: argparse.Namespace) -> int:
 
     report = prepare_letor(args.source, args.out, split_ratio=tuple(args.split_ratio), seed=args.seed, **_converter_options(args))
     _print_prepare_report(args.out, report)
+    return 0
+
+
+def _prepare_semanlink(args: argparse.Namespace) -> int:
+    from llm4pr.data.semanlink import prepare_semanlink
+
+    report = prepare_semanlink(args.source, args.out, depth=args.depth, split_ratio=tuple(args.split_ratio), seed=args.seed)
+    _print_prepare_report(args.out, report)
+    counts, first_stage = report["counts"], report["counts"]["first_stage"]
+    print(f"{counts['queries']} queries, {counts['documents']} documents, {counts['relevant_pairs']} relevant pairs, "
+          f"{counts['queries_with_2plus_relevant']} queries with 2+ relevant")
+    print(f"BM25 recall@{args.depth}: {first_stage[f'recall@{args.depth}']:.4f} "
+          f"({first_stage['queries_with_a_relevant_candidate']} queries with a relevant candidate, "
+          f"{first_stage['queries_without_candidates']} matching no paper)")
     return 0
 
 

@@ -253,8 +253,12 @@ def finish(
     protocol: Mapping[str, str],
     counts: Mapping[str, Any],
     problems: RowProblems,
+    extra_files: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write `schema.json`, then `prepare.json` (last: it marks a complete folder); return the report."""
+    """Write `schema.json`, then `prepare.json` (last: it marks a complete folder); return the report.
+
+    `extra_files`: other outputs the converter already wrote into `out` (hashed in the report too).
+    """
     schema.save(out / SCHEMA_FILE)
     report = {
         "dataset": schema.dataset,
@@ -264,7 +268,7 @@ def finish(
         "protocol": dict(protocol),
         "counts": dict(counts),
         **problems.report(),
-        "files": {name: {"sha256": sha256_file(out / name)} for name in (*REQUEST_FILES.values(), SCHEMA_FILE)},
+        "files": {name: {"sha256": sha256_file(out / name)} for name in (*REQUEST_FILES.values(), SCHEMA_FILE, *extra_files)},
     }
     write_json(out / REPORT_FILE, report)
     problems.log(schema.dataset)
