@@ -11,10 +11,10 @@ import torch
 from llm4pr.cli import main
 from llm4pr.data.errors import DataError
 from llm4pr.data.schema import FeatureSpec
-from llm4pr.evaluation.adaptation import generate_answers, phrase_found, read_back, summarise
-from llm4pr.inference.ranker import resolve_checkpoint
+from llm4pr.inference.adaptation import generate_answers, phrase_found, read_back, summarise
 from llm4pr.model.llm4pr import PromptInputs
 from llm4pr.model.prompts import adaptation_answer, collate, split_adaptation_answer
+from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.training.config import TrainConfig
 from llm4pr.training.trainer import Trainer
 from tiny import TINY, save_tiny_backbone, tiny_model

@@ -134,7 +134,7 @@ def test_plain_layout_leaves_soft_tokens_unbound(tiny: tuple[LLM4PRModel, Prompt
 
 def test_checkpoints_without_the_binding_field_load_unbound(tmp_path: Path) -> None:
     """Checkpoints written before identifier binding existed were trained without it."""
-    from llm4pr.training.checkpoint import read_checkpoint_config, save_checkpoint
+    from llm4pr.model.checkpoint import read_checkpoint_config, save_checkpoint
 
     model, _ = make_model()
     save_checkpoint(model, tmp_path)
@@ -394,7 +394,7 @@ def test_identifier_head_equals_the_full_vocabulary_projection() -> None:
 
 def test_int8_decoder_keeps_rankings_valid_and_scores_close(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from llm4pr.inference.quantize import quantize_int8
-    from llm4pr.training.checkpoint import save_checkpoint
+    from llm4pr.model.checkpoint import save_checkpoint
 
     config = TINY.model_copy(update={"backbone": str(save_tiny_backbone(tmp_path / "backbone", seed=5))})
     model, _ = build_model(config, TOY_SCHEMA, FeatureStats.fit(TOY_SCHEMA, toy_requests(30)))

@@ -16,9 +16,9 @@ from llm4pr.data.jsonl import dumps_line, read_run
 from llm4pr.data.requests import RankResult
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.inference.ray_batch import rank_with_ray, read_results
+from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import add_lora, build_model
 from llm4pr.model.llm4pr import LoraSettings, ModelConfig
-from llm4pr.training.checkpoint import save_checkpoint
 from tiny import save_tiny_backbone
 from toy import TOY_SCHEMA, toy_requests
 

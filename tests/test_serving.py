@@ -39,6 +39,7 @@ from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.features.text_encoder import load_text_encoder
 from llm4pr.model.backbone import tiny_backbone
+from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import build_model
 from llm4pr.model.llm4pr import ModelConfig
 from llm4pr.model.prompts import PromptBuilder
@@ -49,7 +50,6 @@ from llm4pr.serving.loadtest import Sample, judge, run_load, summarize
 from llm4pr.serving.loadtest import main as loadtest_main
 from llm4pr.serving.schemas import RerankBody, rerank_request
 from llm4pr.serving.settings import is_loopback_host
-from llm4pr.training.checkpoint import save_checkpoint
 from test_model import make_model
 from tiny import TINY
 from toy import GENRES, TOY_SCHEMA, toy_requests

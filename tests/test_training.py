@@ -13,12 +13,13 @@ from llm4pr.data.config_files import parse_overrides
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, read_run
 from llm4pr.features.encoders import FeatureStats
-from llm4pr.inference.ranker import LLM4PRRanker, resolve_checkpoint
+from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.model.backbone import tiny_backbone
+from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import add_lora, build_model, load_model
 from llm4pr.model.llm4pr import LoraSettings, ModelConfig
 from llm4pr.model.prompts import PromptBuilder
-from llm4pr.training.checkpoint import save_checkpoint
+from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.training.config import TrainConfig
 import llm4pr.training.trainer as trainer_module
 from llm4pr.training.trainer import Trainer, learning_rate, training_seconds

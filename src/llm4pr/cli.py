@@ -273,22 +273,23 @@ def _print_prepare_report(out: Path, report: dict) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from llm4pr.evaluation.report import evaluate_command
+    from llm4pr.inference.report import evaluate_command
 
     evaluate_command(args)
     return 0
 
 
 def _evaluate_adaptation(args: argparse.Namespace) -> int:
-    from llm4pr.evaluation.adaptation import evaluate_adaptation_command
+    from llm4pr.inference.adaptation import evaluate_adaptation_command
 
     evaluate_adaptation_command(args)
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
+    from llm4pr.model.run_folder import STAGES
     from llm4pr.training.config import TrainConfig
-    from llm4pr.training.trainer import STAGES, Trainer
+    from llm4pr.training.trainer import Trainer
 
     config = TrainConfig.load(args.config, args.overrides)
     if args.num_processes > 1:

@@ -24,6 +24,7 @@ DEFAULT_CONFIG = Path("configs/ml100k-quick.yaml")
 def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     from llm4pr.data.movielens import prepare_movielens
     from llm4pr.inference.ranker import LLM4PRRanker
+    from llm4pr.model.run_folder import STAGE_DIRS
     from llm4pr.training.config import TrainConfig
     from llm4pr.training.trainer import Trainer
 
@@ -54,7 +55,7 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     print(_comparison_table(reports))
     print()
     print(_show_request(test[0], runs["llm4pr (generate)"][0]))
-    print(f"\nreport: {out / 'demo_report.json'}; model: {run_dir / 'model'}")
+    print(f"\nreport: {out / 'demo_report.json'}; model: {run_dir / STAGE_DIRS['post_rank']}")
     return reports
 
 

@@ -27,10 +27,11 @@ from tqdm.auto import tqdm
 from llm4pr.benchmarks.provenance import git_commit, provenance
 from llm4pr.data.config_files import deep_merge, load_yaml_model
 from llm4pr.data.errors import DataError
-from llm4pr.data.jsonl import atomic_write_text, read_requests, write_json, write_jsonl
+from llm4pr.data.jsonl import read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
+from llm4pr.io import atomic_write_text
 
 Protocol = Literal["input", "ranking_stage"]
 HEADLINE_METRICS = ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")

@@ -33,8 +33,9 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from llm4pr.data.errors import DataError
-from llm4pr.data.jsonl import atomic_writer, dumps_line, write_json
+from llm4pr.data.jsonl import dumps_line, write_json
 from llm4pr.data.schema import FeatureSchema
+from llm4pr.io import atomic_writer
 
 logger = logging.getLogger(__name__)
 

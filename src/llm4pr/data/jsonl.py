@@ -1,26 +1,24 @@
-"""JSON-lines reading with per-line error reports, and atomic writes.
+"""JSON-lines reading with per-line error reports, and atomic JSON writes.
 
 Readers never drop a line silently: every bad line is reported with its file, line number and
-reason, and the whole read fails if any line is bad. Writers go through a temporary file and
-`os.replace`, so a crash never leaves a half-written output behind.
+reason, and the whole read fails if any line is bad. Writers go through `llm4pr.io.atomic_writer`
+(a temporary file and `os.replace`), so a crash never leaves a half-written output behind.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from llm4pr.data.errors import DataError, format_validation_error
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
+from llm4pr.io import atomic_write_text, atomic_writer
 
 T = TypeVar("T")
 
@@ -105,39 +103,6 @@ def read_run(path: str | Path) -> list[RankResult]:
     results = read_jsonl(path, RankResult.model_validate)
     _check_unique_ids(path, [r.request_id for r in results])
     return results
-
-
-@contextmanager
-def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
-    """A text handle on a temporary file in `path`'s folder, renamed onto `path` on success.
-
-    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
-    with atomic_writer(path) as handle:
-        handle.write(text)
 
 
 def dumps_line(obj: Any) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llm4pr.data.errors import DataError, format_validation_error
+from llm4pr.io import atomic_write_text
 
 SCHEMA_VERSION = 1
 
@@ -146,8 +147,6 @@ class FeatureSchema(BaseModel):
             raise DataError(f"{path}: invalid schema: {format_validation_error(exc)}") from exc
 
     def save(self, path: str | Path) -> None:
-        from llm4pr.data.jsonl import atomic_write_text
-
         atomic_write_text(path, self.model_dump_json(indent=2, exclude_none=True) + "\n")
 
 

@@ -58,8 +58,9 @@ from typing import Any
 from llm4pr.data.converters import InputFile, RowProblems, SPLITS, finish, write_splits
 from llm4pr.data.download import locate
 from llm4pr.data.errors import DataError
-from llm4pr.data.jsonl import atomic_writer, loads_strict
+from llm4pr.data.jsonl import loads_strict
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
+from llm4pr.io import atomic_writer
 
 ARXIV_FILE = "arxiv.json"
 TAGS_FILE = "tags.json"

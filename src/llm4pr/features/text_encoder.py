@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from llm4pr.data.jsonl import atomic_write_text
+from llm4pr.io import atomic_write_text
 
 DEFAULT_TEXT_ENCODER = "all-minilm-l6-v2"
 HASHING_TEXT_ENCODER = "hashing"

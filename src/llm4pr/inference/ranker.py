@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from llm4pr.data.errors import DataError
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.inference.decoding import MODES, Decoded, PrefixCache, decode
 from llm4pr.inference.window import apply_window, validate_window, window_schedule
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import Prompt, PromptBuilder, collate, entity_texts, shared_prefix
+from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.rankers.base import Ranker, fallback_result
 
 logger = logging.getLogger(__name__)
@@ -175,19 +175,6 @@ class LLM4PRRanker(Ranker):
                 prefix=cache,
                 cached_prefix=len(prefix),
             )
-
-
-def resolve_checkpoint(path: str | Path, stage_dir: str = "model") -> Path:
-    """A checkpoint folder, or a training run folder holding the model in `stage_dir` (the final
-    model in `model/`, the feature-adaptation model in `adaptation/`)."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    if (path / stage_dir / "config.json").is_file():
-        return path / stage_dir
-    if (path / "snapshot").is_dir():
-        raise DataError(f"{path}: training has not finished (only a snapshot); resume it with `llm4pr train`")
-    raise DataError(f"{path}: no llm4pr checkpoint here (expected config.json or {stage_dir}/config.json)")
 
 
 def _rotate(order: list[int], shift: int) -> list[int]:

@@ -2,8 +2,9 @@
 
 A run folder holds `train_config.json`, `adaptation/` (the model after feature adaptation),
 `model/` (the final model, what `rank`, `evaluate` and `serve` load), `snapshot/` (the latest
-resumable state: weights, optimizer, step), `timing.json` (seconds spent training each stage,
-resumed parts added up) and `valid_report.json`. Running the same command again
+resumable state: weights, optimizer, step; these three as laid out by `model.run_folder`),
+`timing.json` (seconds spent training each stage, resumed parts added up) and
+`valid_report.json`. Running the same command again
 resumes from the snapshot; a finished stage is never redone. Every batch, and the random numbers
 (dropout) of every step, are pure functions of the seed, the stage, the step and the process, so a
 resumed run sees the same examples and noise as an uninterrupted one, and a stage's initial weights
@@ -22,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -35,20 +36,18 @@ from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.features.encoders import FeatureStats
+from llm4pr.inference.ranker import LLM4PRRanker
+from llm4pr.model.checkpoint import OPTIMIZER_FILE, load_optimizer, read_trainer_state, save_checkpoint
 from llm4pr.model.factory import add_lora, build_model, load_model
 from llm4pr.model.llm4pr import LLM4PRModel
 from llm4pr.model.prompts import IGNORE_INDEX, PromptBuilder, collate
-from llm4pr.training.checkpoint import OPTIMIZER_FILE, load_optimizer, read_trainer_state, save_checkpoint
+from llm4pr.model.run_folder import SNAPSHOT_DIR, STAGE_DIRS, STAGES, Stage, is_checkpoint
 from llm4pr.training.config import StageConfig, TrainConfig
 from llm4pr.training.examples import Example, ExampleFactory
 from llm4pr.training.losses import listwise_first_token_loss, next_token_loss
 
 logger = logging.getLogger(__name__)
 
-Stage = Literal["adaptation", "post_rank"]
-STAGES: tuple[Stage, ...] = ("adaptation", "post_rank")
-STAGE_DIRS = {"adaptation": "adaptation", "post_rank": "model"}
-SNAPSHOT_DIR = "snapshot"
 TIMING_FILE = "timing.json"
 
 
@@ -203,7 +202,7 @@ class Trainer:
         for stage in stages:
             stage_config = self._stage_config(stage)
             final_dir = self.run_dir / STAGE_DIRS[stage]
-            if (final_dir / "config.json").is_file():
+            if is_checkpoint(final_dir):
                 logger.info("stage %s already finished in %s", stage, final_dir)
                 continue
             trained = True
@@ -238,9 +237,9 @@ class Trainer:
             return model, tokenizer, state
         torch.manual_seed(hash_seed(f"{self.config.seed}:{stage}:init"))  # new weights (encoders, LoRA) alike everywhere
         adapted = self.run_dir / STAGE_DIRS["adaptation"]
-        if stage == "post_rank" and self.config.adaptation.steps and not (adapted / "config.json").is_file():
+        if stage == "post_rank" and self.config.adaptation.steps and not is_checkpoint(adapted):
             raise DataError(f"{self.run_dir}: learning to post-rank needs feature adaptation first (run --stage adaptation)")
-        if stage == "post_rank" and (adapted / "config.json").is_file():
+        if stage == "post_rank" and is_checkpoint(adapted):
             model, tokenizer = load_model(adapted, device=self.device, trainable=True)
         else:
             model, tokenizer = build_model(self.config.model, self.schema, self.stats, device=self.device)
@@ -359,8 +358,6 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         """Score the final model on (a prefix of) the validation split; write valid_report.json."""
-        from llm4pr.inference.ranker import LLM4PRRanker
-
         path = self.data_dir / "valid.jsonl"
         if not path.is_file():
             return {}

@@ -25,8 +25,10 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
+from llm4pr.model.factory import load_model
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import PromptBuilder, adaptation_answer, collate, split_adaptation_answer
+from llm4pr.model.run_folder import STAGE_DIRS, resolve_checkpoint
 
 NUMBER = r"(-?\d+(?:\.\d+)?)"
 
@@ -157,12 +159,9 @@ def evaluate_adaptation(
 
 
 def evaluate_adaptation_command(args: argparse.Namespace) -> dict[str, Any]:
-    from llm4pr.inference.ranker import resolve_checkpoint
-    from llm4pr.model.factory import load_model
-
     if args.items < 1:
         raise DataError(f"--items must be at least 1, got {args.items}")
-    checkpoint = resolve_checkpoint(args.checkpoint, stage_dir="adaptation")
+    checkpoint = resolve_checkpoint(args.checkpoint, stage_dir=STAGE_DIRS["adaptation"])
     model, tokenizer = load_model(checkpoint, device=args.device)
     requests = read_requests(args.data, model.schema)
     if not requests:

@@ -1,4 +1,4 @@
-"""Self-describing checkpoints, written atomically, loaded without pickle.
+"""The checkpoint format: self-describing folders, written atomically, loaded without pickle.
 
 A checkpoint folder holds:
 - `config.json`: the model config, the feature schema and the fitted feature statistics;
@@ -7,7 +7,8 @@ A checkpoint folder holds:
 - `trainer_state.json` + `optimizer.safetensors` in resumable training snapshots only.
 
 A folder is written under a temporary name and renamed into place, so a crash leaves either the
-old checkpoint or the new one, never a mix.
+old checkpoint or the new one, never a mix. `model.factory.load_model` rebuilds a model from a folder;
+`model.run_folder` says where a training run keeps its checkpoints.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig
 
 FORMAT = "llm4pr-checkpoint"
 FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
 ADAPTER_DIR = "adapter"
 OPTIMIZER_FILE = "optimizer.safetensors"
 
@@ -46,7 +48,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         write_json(
-            tmp / "config.json",
+            tmp / CONFIG_FILE,
             {
                 "format": FORMAT,
                 "version": FORMAT_VERSION,
@@ -74,7 +76,7 @@ def save_checkpoint(
 
 def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, FeatureSchema, FeatureStats]:
     path = Path(path)
-    config_path = path / "config.json"
+    config_path = path / CONFIG_FILE
     if not config_path.is_file():
         raise DataError(f"{path}: not an llm4pr checkpoint (no config.json)")
     raw = json.loads(config_path.read_text(encoding="utf-8"))
