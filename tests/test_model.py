@@ -132,7 +132,7 @@ def test_plain_layout_leaves_soft_tokens_unbound(tiny: tuple[LLM4PRModel, Prompt
     assert batch.slot_binding.tolist() == [-1] * (1 + len(request.history)) + builder.identifier_ids[: len(request.candidates)]
 
 
-def test_checkpoints_without_the_binding_field_load_unbound(tmp_path: Path) -> None:
+def test_checkpoints_from_before_binding_and_context_load_without_them(tmp_path: Path) -> None:
     """Checkpoints written before identifier binding existed were trained without it."""
     from llm4pr.model.checkpoint import read_checkpoint_config, save_checkpoint
 
@@ -140,9 +140,13 @@ def test_checkpoints_without_the_binding_field_load_unbound(tmp_path: Path) -> N
     save_checkpoint(model, tmp_path)
     assert read_checkpoint_config(tmp_path)[0].bind_identifiers is True
     raw = json.loads((tmp_path / "config.json").read_text())
-    del raw["model"]["bind_identifiers"]
+    options = ("bind_identifiers", "relative_numeric", "history_labels")
+    assert all(raw["model"][option] is True for option in options)  # the defaults
+    for option in options:
+        del raw["model"][option]
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    assert read_checkpoint_config(tmp_path)[0].bind_identifiers is False
+    config = read_checkpoint_config(tmp_path)[0]
+    assert [getattr(config, option) for option in options] == [False, False, False]
 
 
 def test_prompt_positions_carry_no_loss(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:

@@ -82,8 +82,9 @@ def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, FeatureSchema
     raw = json.loads(config_path.read_text(encoding="utf-8"))
     if raw.get("format") != FORMAT or raw.get("version") != FORMAT_VERSION:
         raise DataError(f"{config_path}: unsupported checkpoint format {raw.get('format')!r} v{raw.get('version')!r}")
-    # Checkpoints written before identifier binding existed were trained without it.
-    raw["model"].setdefault("bind_identifiers", False)
+    # Checkpoints written before these options existed were trained without them.
+    for option in ("bind_identifiers", "relative_numeric", "history_labels"):
+        raw["model"].setdefault(option, False)
     return (
         ModelConfig.model_validate(raw["model"]),
         FeatureSchema.model_validate(raw["schema"]),

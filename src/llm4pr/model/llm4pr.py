@@ -58,10 +58,10 @@ class ModelConfig(BaseModel):
         "false is the paper's plain layout (the 'w/o identifier binding' ablation)",
     )
     relative_numeric: bool = Field(
-        default=False, description="add each item's numerical features z-scored among its request's candidates (model/request_context.py)"
+        default=True, description="add each item's numerical features z-scored among its request's candidates (model/request_context.py)"
     )
     history_labels: bool = Field(
-        default=False, description="add the user's label of each history item, relative to the history's mean (model/request_context.py)"
+        default=True, description="add the user's label of each history item, relative to the history's mean (model/request_context.py)"
     )
     max_history: int = Field(default=10, ge=0)
     identifiers: list[str] = Field(default_factory=lambda: list(DEFAULT_IDENTIFIERS))
