@@ -70,6 +70,7 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
     results = json.loads((out / "results.json").read_text())
     rows = {(r["protocol"], r["row"]): r for r in results["rows"]}
     assert len(rows) == 14 and results["complete"] and results["pending"] == []
+    assert results["provenance"]["machine"]["processor"] and "commit" in results["provenance"]
     # the two LLM4PR rows train the same model: one run per protocol and seed, not two;
     # the zero-shot row trains nothing: one run serves both seeds
     assert len(list((out / "runs" / "input").iterdir())) == 2 * 2 + 1  # (LLM4PR, PTPR) x 2 seeds + zero-shot

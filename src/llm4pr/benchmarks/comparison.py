@@ -178,7 +178,7 @@ class Benchmark:
         return {**_read(source), "seed": seed, "same_as_seed": first} if source.is_file() else None
 
     def write_results(self) -> dict[str, Any]:
-        results = self.collect()
+        results = {**self.collect(), "provenance": provenance(self._commit)}  # who wrote this table, on what code and machine
         write_json(self.out / "results.json", results)
         atomic_write_text(self.out / "results.md", results_markdown(results))
         if results["rows"]:
