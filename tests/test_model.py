@@ -30,10 +30,10 @@ from toy import TOY_SCHEMA, toy_requests
 TINY = ModelConfig(backbone="tiny", dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8)
 
 
-def make_model(adapter: str = "qia", seed: int = 0) -> tuple[LLM4PRModel, PromptBuilder]:
+def make_model(adapter: str = "qia", seed: int = 0, **options: object) -> tuple[LLM4PRModel, PromptBuilder]:
     torch.manual_seed(seed)
     backbone, tokenizer = tiny_backbone(seed=seed)
-    config = TINY.model_copy(update={"adapter": adapter})
+    config = TINY.model_copy(update={"adapter": adapter, **options})
     stats = FeatureStats.fit(TOY_SCHEMA, toy_requests(30))
     model, tokenizer = build_model(config, TOY_SCHEMA, stats, backbone, tokenizer, load_text_encoder("hashing"))
     model.eval()
@@ -140,13 +140,12 @@ def test_checkpoints_from_before_binding_and_context_load_without_them(tmp_path:
     save_checkpoint(model, tmp_path)
     assert read_checkpoint_config(tmp_path)[0].bind_identifiers is True
     raw = json.loads((tmp_path / "config.json").read_text())
-    options = ("bind_identifiers", "relative_numeric", "history_labels")
-    assert all(raw["model"][option] is True for option in options)  # the defaults
+    options = ("bind_identifiers", "relative_numeric", "history_labels", "candidate_prior")
     for option in options:
         del raw["model"][option]
     (tmp_path / "config.json").write_text(json.dumps(raw))
     config = read_checkpoint_config(tmp_path)[0]
-    assert [getattr(config, option) for option in options] == [False, False, False]
+    assert [getattr(config, option) for option in options] == [False, False, False, False]
 
 
 def test_prompt_positions_carry_no_loss(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
@@ -475,3 +474,94 @@ def test_shift_averaging_over_every_rotation_ignores_the_shown_order(tiny: tuple
     assert plain.ranking == LLM4PRRanker(model, builder, mode="first_token", shifts=1).rank([request])[0].ranking
     with pytest.raises(ValueError, match="shifts"):
         LLM4PRRanker(model, builder, shifts=0)
+
+
+def with_prior(seed: int = 5) -> tuple[LLM4PRModel, PromptBuilder]:
+    """A model with `candidate_prior` whose read-out is not zero (as after training)."""
+    model, builder = make_model(seed=seed, candidate_prior=True)
+    assert model.candidate_prior is not None
+    with torch.no_grad():
+        model.candidate_prior.weight.normal_(std=5.0)
+        model.candidate_prior.bias.fill_(0.3)
+    return model, builder
+
+
+def test_candidate_prior_adds_each_candidates_read_out_to_its_identifier_logit() -> None:
+    model, builder = with_prior()
+    plain = LLM4PRModel(model.config.model_copy(update={"candidate_prior": False}), model.schema, model.stats, model.backbone, model.text_encoder)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("candidate_prior.")})
+    plain.eval()
+    request, _, batch, inputs = one_main_prompt(builder)
+    soft = model.soft_tokens(inputs, batch.slot_sources)
+    candidate_slots = [k for k, (source, _) in enumerate(batch.slot_sources[0]) if source == "candidate"]
+    read_out = model.candidate_prior(soft[candidate_slots]).squeeze(-1)  # type: ignore[misc]
+    n = len(request.candidates)
+    ids = builder.identifier_ids[:n]
+    with torch.no_grad():
+        biased, unbiased = model(batch, inputs).logits, plain(batch, inputs).logits
+    torch.testing.assert_close(biased[0, :, ids] - unbiased[0, :, ids], read_out.expand(biased.shape[1], -1).detach())
+    others = [t for t in range(biased.shape[-1]) if t not in set(ids)]
+    torch.testing.assert_close(biased[0, :, others], unbiased[0, :, others])
+    first = decode(model, batch, inputs, builder.identifier_ids, [n], mode="first_token")[0]
+    assert first.scores == pytest.approx(biased[0, -1, ids].tolist(), abs=1e-4)
+    assert first.order == sorted(range(n), key=lambda i: -first.scores[i])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", ["generate", "unconstrained"])
+def test_candidate_prior_steers_every_decoding_step(mode: str) -> None:
+    """Greedy decoding with the prior equals a reference loop over the full, prior-added logits."""
+    model, builder = with_prior(seed=6)
+    requests = toy_requests(3, n_candidates=5, seed=13)
+    ids = builder.identifier_ids
+    expected = []
+    for request in requests:
+        prompt = builder.main_task(request.query, len(request.history), len(request.candidates))
+        batch = collate([prompt], builder.tokenizer.pad_token_id)
+        inputs = [PromptInputs(request.query, request.user, request.history, request.candidates)]
+        n = len(request.candidates)
+        with torch.no_grad():
+            embeds, prior = model.encode(batch, inputs)
+            order: list[int] = []
+            for _ in range(n - 1):
+                logits = model.backbone(inputs_embeds=embeds).logits[0, -1] + prior[0]  # type: ignore[index]
+                scores = [float(logits[ids[p]]) if p not in order else float("-inf") for p in range(n)]
+                order.append(max(range(n), key=lambda p: scores[p]))
+                embeds = torch.cat([embeds, model.backbone.get_input_embeddings()(torch.tensor([[ids[order[-1]]]]))], dim=1)
+        expected.append([request.candidate_ids[p] for p in order + [p for p in range(n) if p not in order]])
+    ranked = LLM4PRRanker(model, builder, mode="generate", batch_size=3).rank(requests)
+    if mode == "generate":
+        assert [r.ranking for r in ranked] == expected
+    else:  # free decoding reads the biased full vocabulary: a large prior makes its first word the best identifier
+        with torch.no_grad():
+            model.candidate_prior.bias.fill_(1e4)  # type: ignore[union-attr]
+        free = LLM4PRRanker(model, builder, mode="unconstrained", batch_size=3).rank(requests)
+        strong = LLM4PRRanker(model, builder, mode="generate", batch_size=3).rank(requests)
+        assert [r.ranking[0] for r in free] == [r.ranking[0] for r in strong]
+
+
+@pytest.mark.parametrize("mode", ["generate", "first_token"])
+def test_candidate_prior_keeps_batched_and_cached_rankings_identical(mode: str) -> None:
+    model, builder = with_prior(seed=7)
+    requests = toy_requests(3, n_candidates=4) + toy_requests(2, n_candidates=6, seed=9)
+    reference = LLM4PRRanker(model, builder, mode=mode, batch_size=1, cache_prefix=False).rank(requests)
+    for batch_size, cache_prefix in ((5, False), (5, True)):
+        other = LLM4PRRanker(model, builder, mode=mode, batch_size=batch_size, cache_prefix=cache_prefix).rank(requests)
+        assert [r.ranking for r in other] == [r.ranking for r in reference]
+
+
+def test_candidate_prior_is_trained_and_saved(tmp_path: Path) -> None:
+    from llm4pr.model.checkpoint import load_weights, save_checkpoint
+    from llm4pr.training.trainer import batch_loss
+
+    model, builder = make_model(seed=8, candidate_prior=True)
+    factory = ExampleFactory(builder, TOY_SCHEMA, max_history=10, shuffle_candidates=True)
+    examples = [factory.main(r, random.Random(0)) for r in toy_requests(4, seed=14)]
+    batch_loss(model, builder, examples, listwise_weight=1.0).backward()
+    assert model.candidate_prior is not None and model.candidate_prior.weight.grad is not None
+    assert model.candidate_prior.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.candidate_prior.weight.normal_()
+    save_checkpoint(model, tmp_path)
+    fresh, _ = make_model(seed=9, candidate_prior=True)
+    load_weights(fresh, tmp_path)
+    torch.testing.assert_close(fresh.candidate_prior.weight, model.candidate_prior.weight)  # type: ignore[union-attr]

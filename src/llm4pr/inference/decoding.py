@@ -69,17 +69,18 @@ def decode(
     cache = prefix or KeyValueCache(model)
     attention_mask = full_attention_mask(batch, cached_prefix).to(model.device)
     if mode == "unconstrained":
-        output = model(batch, inputs, cached_prefix=cached_prefix, use_cache=True, logits_to_keep=1, **cache.argument())
-        return _unconstrained(model, cache, attention_mask, output.logits[:, -1].float(), identifier_ids, n_candidates, eos_token_id)
+        hidden, prior = model.answer_state(batch, inputs, cached_prefix=cached_prefix, use_cache=True, **cache.argument())
+        logits = _full_logits(model, hidden, prior)
+        return _unconstrained(model, cache, attention_mask, logits, prior, identifier_ids, n_candidates, eos_token_id)
     # The constrained modes only ever compare identifier tokens: project onto those rows of the LM
     # head, not onto the whole vocabulary (a fifth of a small backbone's weights, per step).
     ids = torch.tensor(identifier_ids[: max(n_candidates)], device=model.device)
     use_cache = mode == "generate" or prefix is not None
-    hidden = model.last_hidden_state(batch, inputs, cached_prefix=cached_prefix, use_cache=use_cache, **cache.argument())
-    scores = model.token_logits(hidden, ids)
+    hidden, prior = model.answer_state(batch, inputs, cached_prefix=cached_prefix, use_cache=use_cache, **cache.argument())
+    scores = model.token_logits(hidden, ids, prior)
     if mode == "first_token":
         return [_order_by_scores(scores[row], n) for row, n in enumerate(n_candidates)]
-    return _constrained(model, cache, attention_mask, scores, ids, n_candidates)
+    return _constrained(model, cache, attention_mask, scores, ids, prior, n_candidates)
 
 
 class KeyValueCache:
@@ -124,10 +125,15 @@ def _order_by_scores(identifier_logits: torch.Tensor, n: int) -> Decoded:
 
 
 def _step(
-    model: LLM4PRModel, tokens: torch.Tensor, attention_mask: torch.Tensor, cache: KeyValueCache, token_ids: torch.Tensor | None = None
+    model: LLM4PRModel,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cache: KeyValueCache,
+    prior: torch.Tensor | None,
+    token_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Feed one token per row through the cached backbone; return the next logits (of `token_ids`
-    only, when given) and the mask."""
+    only, when given), the prompts' identifier prior added, and the mask."""
     attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
     step_inputs = {
         "input_ids": tokens.unsqueeze(1),
@@ -136,10 +142,16 @@ def _step(
         "use_cache": True,
         **cache.argument(),
     }
-    if token_ids is None:
-        return model.backbone(**step_inputs).logits[:, -1].float(), attention_mask
     hidden = model.causal_lm.get_decoder()(**step_inputs).last_hidden_state[:, -1]
-    return model.token_logits(hidden, token_ids), attention_mask
+    if token_ids is None:
+        return _full_logits(model, hidden, prior), attention_mask
+    return model.token_logits(hidden, token_ids, prior), attention_mask
+
+
+def _full_logits(model: LLM4PRModel, hidden: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+    """[B, H] -> the whole vocabulary's logits [B, V], the identifier prior added."""
+    logits = model.causal_lm.get_output_embeddings()(hidden).float()
+    return logits if prior is None else logits + prior.float()
 
 
 def _constrained(
@@ -148,6 +160,7 @@ def _constrained(
     attention_mask: torch.Tensor,
     identifier_logits: torch.Tensor,
     ids: torch.Tensor,
+    prior: torch.Tensor | None,
     n_candidates: Sequence[int],
 ) -> list[Decoded]:
     """Greedy decoding over the identifiers not yet emitted. `identifier_logits` [B, width] are the
@@ -165,7 +178,7 @@ def _constrained(
         allowed[torch.arange(len(n_candidates), device=device), choice] = False
         if step == width - 2:
             break
-        identifier_logits, attention_mask = _step(model, ids[choice], attention_mask, cache, token_ids=ids)
+        identifier_logits, attention_mask = _step(model, ids[choice], attention_mask, cache, prior, token_ids=ids)
     results = []
     for row, n in enumerate(n_candidates):
         order = orders[row] + [p for p in range(n) if p not in orders[row]]  # the one left is last
@@ -178,6 +191,7 @@ def _unconstrained(
     cache: KeyValueCache,
     attention_mask: torch.Tensor,
     logits: torch.Tensor,
+    prior: torch.Tensor | None,
     identifier_ids: Sequence[int],
     n_candidates: Sequence[int],
     eos_token_id: int | None,
@@ -196,7 +210,7 @@ def _unconstrained(
                 emitted[row].append(position_of.get(token, -1))
         if all(finished):
             break
-        logits, attention_mask = _step(model, tokens, attention_mask, cache)
+        logits, attention_mask = _step(model, tokens, attention_mask, cache, prior)
     results = []
     for row, n in enumerate(n_candidates):
         order, repaired = repair(emitted[row], n)

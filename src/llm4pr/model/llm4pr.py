@@ -63,6 +63,11 @@ class ModelConfig(BaseModel):
     history_labels: bool = Field(
         default=True, description="add the user's label of each history item, relative to the history's mean (model/request_context.py)"
     )
+    candidate_prior: bool = Field(
+        default=False,
+        description="add a linear read-out of each candidate's soft token to its identifier's logit at every "
+        "answer position: a direct path from the features to the ranking (model/llm4pr.py, docs/decisions.md)",
+    )
     max_history: int = Field(default=10, ge=0)
     identifiers: list[str] = Field(default_factory=lambda: list(DEFAULT_IDENTIFIERS))
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -105,6 +110,11 @@ class LLM4PRModel(nn.Module):
             if config.relative_numeric or config.history_labels
             else None
         )
+        # Zero-initialised: the model starts as without the prior.
+        self.candidate_prior = nn.Linear(hidden, 1) if config.candidate_prior else None
+        if self.candidate_prior is not None:
+            nn.init.zeros_(self.candidate_prior.weight)
+            nn.init.zeros_(self.candidate_prior.bias)
         # Soft tokens are layer-normalised, then scaled to the word embeddings' typical size, so
         # that the frozen LLM sees inputs of a familiar magnitude from the first step.
         word_rms = backbone.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
@@ -126,7 +136,7 @@ class LLM4PRModel(nn.Module):
 
         Taken from `full_state` when given (the full weights gathered from sharded training processes).
         """
-        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter", "request_context", "soft_token_scale")
+        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter", "request_context", "candidate_prior", "soft_token_scale")
         state = full_state if full_state is not None else self.state_dict()
         return {k: v for k, v in state.items() if k.split(".", 1)[0] in modules}
 
@@ -165,13 +175,35 @@ class LLM4PRModel(nn.Module):
         return soft
 
     def inputs_embeds(self, batch: PromptBatch, inputs: Sequence[PromptInputs]) -> torch.Tensor:
+        return self.encode(batch, inputs)[0]
+
+    def encode(self, batch: PromptBatch, inputs: Sequence[PromptInputs]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The LLM's input embeddings [B, T, H], and the identifier prior [B, V] (None without
+        `candidate_prior`): what each prompt adds to the vocabulary's logits at its answer positions."""
         words = self.backbone.get_input_embeddings()(batch.input_ids.to(self.device))
         if batch.slot_position.numel() == 0:
-            return words
+            return words, None
         soft = self.soft_tokens(inputs, batch.slot_sources).to(words.dtype)
+        binding = batch.slot_binding.to(self.device)
+        prior = self._identifier_prior(soft, batch.slot_batch.to(self.device), binding, words.shape[0])
         if self.config.bind_identifiers:
-            soft = soft + self._identifier_embeddings(batch.slot_binding.to(self.device)).to(words.dtype)
-        return words.index_put((batch.slot_batch.to(self.device), batch.slot_position.to(self.device)), soft)
+            soft = soft + self._identifier_embeddings(binding).to(words.dtype)
+        return words.index_put((batch.slot_batch.to(self.device), batch.slot_position.to(self.device)), soft), prior
+
+    def _identifier_prior(self, soft: torch.Tensor, slot_batch: torch.Tensor, binding: torch.Tensor, n_prompts: int) -> torch.Tensor | None:
+        """[B, V]: each candidate slot's read-out score at its identifier token's column, zero elsewhere.
+
+        Why: the LLM learned the item-level signal (an item's average rating) only slowly and up to
+        about the level of sorting by it; with a linear path from the candidate's own soft token to its
+        identifier's logit, that signal is learned in a few steps and the LLM's attention over the
+        request is left to learn what depends on the user, the history and the other candidates."""
+        if self.candidate_prior is None:
+            return None
+        bound = binding >= 0
+        scores = self.candidate_prior(soft[bound].float()).squeeze(-1)
+        vocabulary = self.causal_lm.get_output_embeddings().weight.shape[0]
+        prior = scores.new_zeros(n_prompts, vocabulary)
+        return prior.index_put((slot_batch[bound], binding[bound]), scores, accumulate=True)
 
     def _identifier_embeddings(self, binding: torch.Tensor) -> torch.Tensor:
         """[S] identifier token ids (-1: none) -> [S, H] their word embeddings (zero where none).
@@ -187,41 +219,53 @@ class LLM4PRModel(nn.Module):
     def forward(
         self, batch: PromptBatch, inputs: Sequence[PromptInputs], cached_prefix: int = 0, **backbone_kwargs: Any
     ) -> Any:
-        """The backbone's output for a batch of prompts (logits [B, T, V], and a cache if asked).
+        """The backbone's output for a batch of prompts (logits [B, T, V], the identifier prior added,
+        and a cache if asked).
 
         `cached_prefix` tokens precede every prompt in a key/value cache passed in
         `backbone_kwargs`; the batch then holds only what follows them.
         """
-        return self.backbone(**self._backbone_inputs(batch, inputs, cached_prefix), **backbone_kwargs)
+        backbone_inputs, prior = self._backbone_inputs(batch, inputs, cached_prefix)
+        output = self.backbone(**backbone_inputs, **backbone_kwargs)
+        if prior is not None:
+            output.logits = output.logits + prior.unsqueeze(1).to(output.logits.dtype)
+        return output
 
-    def last_hidden_state(
+    def answer_state(
         self, batch: PromptBatch, inputs: Sequence[PromptInputs], cached_prefix: int = 0, **decoder_kwargs: Any
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The decoder's output at each prompt's last position [B, H], before the vocabulary
-        projection (which inference restricts to the identifier tokens, see `token_logits`)."""
+        projection (which inference restricts to the identifier tokens, see `token_logits`), and the
+        prompts' identifier prior [B, V] (None without `candidate_prior`)."""
         decoder = self.causal_lm.get_decoder()
-        output = decoder(**self._backbone_inputs(batch, inputs, cached_prefix), **decoder_kwargs)
-        return output.last_hidden_state[:, -1]
+        backbone_inputs, prior = self._backbone_inputs(batch, inputs, cached_prefix)
+        output = decoder(**backbone_inputs, **decoder_kwargs)
+        return output.last_hidden_state[:, -1], prior
 
-    def token_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        """The LM head's logits of `token_ids` only: [B, H] -> [B, len(token_ids)]. The same numbers as
-        the full projection's columns, at a fraction of its cost (the vocabulary is ~50k rows)."""
+    def token_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """The LM head's logits of `token_ids` only, plus their prior: [B, H] -> [B, len(token_ids)]. The
+        same numbers as the full projection's columns, at a fraction of its cost (the vocabulary is ~50k rows)."""
         head = self.causal_lm.get_output_embeddings()
         bias = head.bias[token_ids] if getattr(head, "bias", None) is not None else None
-        return nn.functional.linear(hidden, head.weight[token_ids], bias).float()
+        logits = nn.functional.linear(hidden, head.weight[token_ids], bias).float()
+        return logits if prior is None else logits + prior[:, token_ids].float()
 
     @property
     def causal_lm(self) -> PreTrainedModel:
         """The backbone's causal LM (inside the PEFT wrapper while LoRA is being trained)."""
         return self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
 
-    def _backbone_inputs(self, batch: PromptBatch, inputs: Sequence[PromptInputs], cached_prefix: int) -> dict[str, torch.Tensor]:
+    def _backbone_inputs(
+        self, batch: PromptBatch, inputs: Sequence[PromptInputs], cached_prefix: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         attention_mask = full_attention_mask(batch, cached_prefix).to(self.device)
-        return {
-            "inputs_embeds": self.inputs_embeds(batch, inputs),
+        inputs_embeds, prior = self.encode(batch, inputs)
+        backbone_inputs = {
+            "inputs_embeds": inputs_embeds,
             "attention_mask": attention_mask,
             "position_ids": position_ids(attention_mask)[:, cached_prefix:],
         }
+        return backbone_inputs, prior
 
 
 def full_attention_mask(batch: PromptBatch, cached_prefix: int) -> torch.Tensor:
