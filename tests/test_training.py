@@ -248,3 +248,26 @@ def test_study_trains_a_variant_and_writes_validation_on_every_request(
     assert record["train_s"] > 0 and record["peak_rss_mb"] > 0
     assert record["provenance"]["machine"]["processor"]
     assert record["command"].startswith("llm4pr study --config ") and "--set model.bind_identifiers=false" in record["command"]
+
+
+def test_baseline_study_scores_the_validation_split(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llm4pr.baselines import build_baseline
+    from llm4pr.data.schema import FeatureSchema
+    from llm4pr.evaluation.evaluate import evaluate_run
+
+    out = tmp_path / "studies"
+    assert main(["study", "--baseline", "lambdamart", "--data", str(data_dir), "--name", "lm", "--out", str(out)]) == 0
+    assert "lm (ranking): ndcg@3" in capsys.readouterr().out
+    record = json.loads((out / "lm.json").read_text())
+    schema = FeatureSchema.load(data_dir / "schema.json")
+    valid = read_requests(data_dir / "valid.jsonl", schema)
+    ranker = build_baseline("lambdamart").fit(read_requests(data_dir / "train.jsonl", schema), schema, None, 0)
+    assert record["validation"]["ranking"]["metrics"] == evaluate_run(valid, ranker.rank(valid))["metrics"]
+    assert record["command"] == f"llm4pr study --baseline lambdamart --data {data_dir} --name lm --out {out}"
+    assert record["provenance"]["machine"]["processor"]
+    assert main(["study", "--baseline", "nope", "--data", str(data_dir), "--name", "x", "--out", str(out)]) == 2
+    assert "unknown baseline 'nope'" in capsys.readouterr().err
+    assert main(["study", "--baseline", "item_quality", "--data", str(data_dir), "--name", "x", "--out", str(out)]) == 2
+    assert "no numerical item feature 'avg_rating'" in capsys.readouterr().err  # the toy schema has none
+    assert main(["study", "--baseline", "item_quality", "--data", str(data_dir), "--name", "x", "--set", "seed=1"]) == 2
+    assert "--baseline study takes none" in capsys.readouterr().err

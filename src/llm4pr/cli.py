@@ -178,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--seed", action="append", type=int, help="run only this seed (repeatable; default: every seed)")
     benchmark.set_defaults(handler=_benchmark)
 
-    study = commands.add_parser("study", help="train a variant of a recipe and record its validation metrics (docs/decisions.md)")
-    study.add_argument("--config", required=True, type=Path, help="the recipe (YAML training config)")
+    study = commands.add_parser("study", help="train a variant of a recipe (or a baseline) and record its validation metrics (docs/decisions.md)")
+    recipe = study.add_mutually_exclusive_group(required=True)
+    recipe.add_argument("--config", type=Path, help="the recipe (YAML training config)")
+    recipe.add_argument("--baseline", metavar="NAME",
+                        help="a benchmark baseline instead (item_quality, lambdamart, ...), fitted on the training split")
     study.add_argument("--data", required=True, type=Path, help="prepared data folder (train.jsonl, valid.jsonl, schema.json)")
     study.add_argument("--name", required=True, help="the variant's name: its run folder and result file")
     study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -308,9 +311,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from llm4pr.benchmarks.study import run_study, study_summary
+    from llm4pr.benchmarks.study import run_baseline_study, run_study, study_summary
 
-    record = run_study(args.config, args.data, args.name, args.overrides, runs_dir=args.runs, out_dir=args.out)
+    if args.baseline is not None:
+        if args.overrides:
+            raise DataError("study --set changes a training config; a --baseline study takes none")
+        record = run_baseline_study(args.baseline, args.data, args.name, out_dir=args.out)
+    else:
+        record = run_study(args.config, args.data, args.name, args.overrides, runs_dir=args.runs, out_dir=args.out)
     print(study_summary(record))
     print(f"result: {args.out / (args.name + '.json')}")
     return 0

@@ -6,6 +6,10 @@ its own run folder (resumable, as `llm4pr train`), scores the WHOLE validation s
 inference modes, and writes one self-describing JSON file: the command, the overrides, the
 resolved config, the metrics, training seconds, peak memory and the provenance record. docs/
 decisions.md cites these files; the test split is never touched.
+
+`run_baseline_study` does the same for a baseline of the benchmark (fitted on the training split
+without the validation split, so that its validation figures are not early-stopped on it): the
+reference a variant of the model must beat before it is worth a test-split benchmark run.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 from llm4pr.benchmarks.provenance import git_commit, provenance
 from llm4pr.data.config_files import parse_overrides
-from llm4pr.data.jsonl import write_json
+from llm4pr.data.errors import DataError
+from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.training.config import TrainConfig
 
 ALL_VALIDATION = "max_valid_requests=null"  # a study scores every validation request
@@ -61,6 +66,39 @@ def run_study(
     return record
 
 
+def run_baseline_study(baseline: str, data_dir: Path, name: str, out_dir: Path = Path("benchmarks/results/studies"), seed: int = 0) -> dict[str, Any]:
+    """Fit the baseline `baseline` on `data_dir`'s training split, score the whole validation split,
+    write `out_dir/name.json` and return its record."""
+    from llm4pr.baselines import build_baseline
+    from llm4pr.data.schema import FeatureSchema
+    from llm4pr.evaluation.evaluate import evaluate_run
+
+    commit = git_commit()
+    started = time.perf_counter()
+    schema = FeatureSchema.load(data_dir / "schema.json")
+    train = read_requests(data_dir / "train.jsonl", schema)
+    valid = read_requests(data_dir / "valid.jsonl", schema)
+    try:
+        ranker = build_baseline(baseline).fit(train, schema, None, seed)
+    except ValueError as exc:  # an unknown name, or a baseline the data's schema cannot feed
+        raise DataError(f"study --baseline: {exc}") from None
+    train_s = time.perf_counter() - started
+    record = {
+        "name": name,
+        "command": shlex.join(["llm4pr", "study", "--baseline", baseline, "--data", str(data_dir), "--name", name, "--out", str(out_dir)]),
+        "baseline": baseline,
+        "seed": seed,
+        "data": str(data_dir),
+        "validation": {"ranking": evaluate_run(valid, ranker.rank(valid))},
+        "train_s": round(train_s, 1),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "provenance": provenance(commit),
+    }
+    write_json(out_dir / f"{name}.json", record)
+    return record
+
+
 def study_command(config_path: Path, data_dir: Path, name: str, overrides: Sequence[str], runs_dir: Path, out_dir: Path) -> str:
     words = ["llm4pr", "study", "--config", str(config_path), "--data", str(data_dir), "--name", name]
     for override in overrides:
@@ -69,9 +107,9 @@ def study_command(config_path: Path, data_dir: Path, name: str, overrides: Seque
 
 
 def study_summary(record: dict[str, Any]) -> str:
-    """One line per inference mode: the validation metrics of a study."""
+    """One line per inference mode (or the baseline's one ranking): the validation metrics of a study."""
     lines = []
-    for mode in ("generate", "first_token"):
-        metrics = record["validation"].get(mode, {}).get("metrics", {})
-        lines.append(f"{record['name']} ({mode}): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    for mode, report in record["validation"].items():
+        if isinstance(report, dict) and "metrics" in report:
+            lines.append(f"{record['name']} ({mode}): " + ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items()))
     return "\n".join(lines)
