@@ -162,7 +162,7 @@ def test_deep_merge_and_markdown() -> None:
 def test_git_commit_names_head_and_dirty_trees(tmp_path: Path) -> None:
     import subprocess
 
-    from llm4pr.benchmarks.provenance import git_commit
+    from llm4pr.provenance import git_commit
 
     assert git_commit(tmp_path) is None  # not a checkout
 

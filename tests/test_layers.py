@@ -20,8 +20,9 @@ ROOT = "__init__"  # the package's own __init__ (its version)
 # Lowest first. A module may import its own top-level package's modules and anything in a lower
 # layer. Names within one layer are independent: neither may import the other.
 LAYERS: list[tuple[str, ...]] = [
-    # The package root and atomic file writing (llm4pr/io.py): they import nothing from llm4pr.
-    (ROOT, "io"),
+    # The package root, atomic file writing (llm4pr/io.py) and the provenance record of every
+    # result file (llm4pr/provenance.py: commit, machine, library versions): they import nothing from llm4pr.
+    (ROOT, "io", "provenance"),
     # The request format, the feature schema, JSON-lines reading, the dataset converters.
     ("data",),
     # Pure scoring (metrics, run checking) and the Ranker interface. Both need only the request

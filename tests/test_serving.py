@@ -860,6 +860,7 @@ def test_loadtest_main_against_a_real_server(tmp_path: Path, capsys: pytest.Capt
         assert code == 0, capsys.readouterr().out
         summary = json.loads(out.read_text())
         assert summary["requests"] > 3 and summary["malformed_rankings"] == 0 and summary["no_answer"] == 0
+        assert summary["provenance"]["machine"]["processor"] and summary["provenance"]["libraries"]["httpx"]
         assert "answered/s" in capsys.readouterr().out
         big = json.dumps(_with(GOOD, "query", "y" * (11 * 1024 * 1024)))  # over the default 10 MiB
         assert httpx.post(f"{url}/v1/post-rank", content=big, timeout=30).status_code == 413

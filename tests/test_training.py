@@ -184,6 +184,7 @@ def test_train_rank_evaluate_commands(tiny_backbone_dir: Path, data_dir: Path, t
     assert report["mean_input_tokens"] > 10
     assert report["latency_ms"]["p50"] > 0
     assert set(report["metrics"]) >= {"ndcg@3", "ndcg@5", "mrr@3", "mrr@5"}
+    assert_provenance(report["provenance"])
     assert main(["evaluate", "--data", str(data_dir / "test.jsonl"), "--run", str(run_file)]) == 0
 
 
@@ -207,6 +208,7 @@ def test_bench_latency_command(tiny_backbone_dir: Path, data_dir: Path, tmp_path
     systems = report["systems"]
     assert systems["all_text_generate"]["mean_input_tokens"] > 2 * systems["first_token"]["mean_input_tokens"]
     assert systems["first_token"]["latency_ms"]["p50"] > 0 and systems["generate"]["throughput_rps"]["batch_16"] > 0
+    assert_provenance(report["provenance"])
 
 
 def test_set_overrides_apply_and_bad_ones_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -271,3 +273,11 @@ def test_baseline_study_scores_the_validation_split(data_dir: Path, tmp_path: Pa
     assert "no numerical item feature 'avg_rating'" in capsys.readouterr().err  # the toy schema has none
     assert main(["study", "--baseline", "item_quality", "--data", str(data_dir), "--name", "x", "--set", "seed=1"]) == 2
     assert "--baseline study takes none" in capsys.readouterr().err
+
+
+def assert_provenance(record: dict) -> None:  # type: ignore[type-arg]
+    """A result file's provenance: what code (commit, command, libraries) ran where (the CPU)."""
+    assert record["machine"]["processor"] and record["machine"]["cpus"] >= 1
+    assert record["libraries"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert {"transformers", "peft", "llm4pr"} <= record["libraries"].keys()
+    assert "commit" in record and record["command"] and record["finished"].startswith("20")

@@ -16,6 +16,7 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.evaluation.evaluate import evaluate_run
+from llm4pr.provenance import git_commit, provenance
 from llm4pr.rankers.base import InitialOrderRanker
 
 DEFAULT_CONFIG = Path("configs/ml100k-quick.yaml")
@@ -33,6 +34,7 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
         raise DataError(f"{config_path}: training config not found (run the demo from the repository root, or pass --config)")
     data_dir, run_dir = out / "data", out / "run"
     started = time.perf_counter()
+    commit = git_commit()
     if not (data_dir / "prepare.json").is_file():
         print("[1/4] preparing MovieLens-100K from the recbole wheel ...")
         prepare_movielens("recbole", data_dir)
@@ -49,7 +51,8 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     for mode in ("generate", "first_token"):
         runs[f"llm4pr ({mode})"] = ranker.rank(test, mode=mode, progress=True)
     reports = {name: evaluate_run(test, run) for name, run in runs.items()}
-    write_json(out / "demo_report.json", {"test_requests": len(test), "reports": reports, "wall_time_s": round(time.perf_counter() - started, 1)})
+    summary = {"test_requests": len(test), "reports": reports, "wall_time_s": round(time.perf_counter() - started, 1), "provenance": provenance(commit)}
+    write_json(out / "demo_report.json", summary)
 
     print("[4/4] results on the ML-100K test split")
     print(_comparison_table(reports))

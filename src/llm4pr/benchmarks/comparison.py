@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from llm4pr.benchmarks.provenance import git_commit, provenance
+from llm4pr.provenance import git_commit, provenance
 from llm4pr.data.config_files import deep_merge, load_yaml_model
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json, write_jsonl

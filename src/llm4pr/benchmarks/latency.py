@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llm4pr.benchmarks.provenance import machine
+from llm4pr.provenance import git_commit, provenance
 from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.inference.ranker import LLM4PRRanker
@@ -51,6 +51,7 @@ def throughput(rank: Callable[[Sequence[PostRankRequest]], object], requests: Se
 
 
 def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 100, device: str = "cpu") -> dict[str, Any]:
+    commit = git_commit()
     ranker = LLM4PRRanker.from_pretrained(checkpoint, device=device, batch_size=16)
     requests = read_requests(data, ranker.model.schema)[:n_requests]
     text_ranker = text_prompt_ranker(ranker)
@@ -64,7 +65,7 @@ def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 10
         quantized = LLM4PRRanker.from_pretrained(checkpoint, device=device, quantize="int8", batch_size=16)
         quantized.rank(requests[:2], mode="first_token")
         systems.update({"generate_int8": (quantized, "generate"), "first_token_int8": (quantized, "first_token")})
-    report: dict[str, Any] = {"requests": len(requests), "device": device, "machine": machine(), "systems": {}}
+    report: dict[str, Any] = {"requests": len(requests), "device": device, "provenance": provenance(commit), "systems": {}}
     for name, (system, mode) in systems.items():
         def rank(batch: Sequence[PostRankRequest], system: LLM4PRRanker = system, mode: str = mode) -> object:
             return system.rank(batch, mode=mode)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llm4pr.benchmarks.provenance import git_commit, provenance
+from llm4pr.provenance import git_commit, provenance
 from llm4pr.data.config_files import parse_overrides
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json

@@ -29,6 +29,7 @@ from llm4pr.model.factory import load_model
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import PromptBuilder, adaptation_answer, collate, split_adaptation_answer
 from llm4pr.model.run_folder import STAGE_DIRS, resolve_checkpoint
+from llm4pr.provenance import git_commit, provenance
 
 NUMBER = r"(-?\d+(?:\.\d+)?)"
 
@@ -159,6 +160,7 @@ def evaluate_adaptation(
 
 
 def evaluate_adaptation_command(args: argparse.Namespace) -> dict[str, Any]:
+    commit = git_commit()
     if args.items < 1:
         raise DataError(f"--items must be at least 1, got {args.items}")
     checkpoint = resolve_checkpoint(args.checkpoint, stage_dir=STAGE_DIRS["adaptation"])
@@ -168,6 +170,7 @@ def evaluate_adaptation_command(args: argparse.Namespace) -> dict[str, Any]:
         raise DataError(f"{args.data}: no requests to read back")
     report = evaluate_adaptation(model, PromptBuilder(tokenizer, model.config.identifiers), requests, args.items, args.seed, args.batch_size)
     report["checkpoint"] = str(checkpoint)
+    report["provenance"] = provenance(commit)
     print(format_adaptation_report(report))
     if args.out is not None:
         write_json(args.out, report)

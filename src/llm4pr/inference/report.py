@@ -18,10 +18,12 @@ import numpy as np
 from llm4pr.data.jsonl import read_requests, read_run, write_json
 from llm4pr.data.requests import RankResult
 from llm4pr.evaluation.evaluate import evaluate_run, format_report_table
+from llm4pr.provenance import git_commit, provenance
 from llm4pr.rankers.base import InitialOrderRanker
 
 
 def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
+    commit = git_commit()
     extra: dict[str, Any]
     if args.checkpoint is not None:
         from llm4pr.inference.ranker import LLM4PRRanker
@@ -43,6 +45,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
             run, extra = read_run(args.run), {"system": f"run file {args.run}"}
     report = evaluate_run(requests, run, ks=args.k, gain=args.gain, threshold=args.threshold)
     report.update(extra)
+    report["provenance"] = provenance(commit)
     print(format_report_table(report))
     if args.out is not None:
         write_json(args.out, report)

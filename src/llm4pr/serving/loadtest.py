@@ -29,6 +29,7 @@ import numpy as np
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest
+from llm4pr.provenance import git_commit, provenance
 from llm4pr.serving.settings import DEFAULT_TOKEN_ENV, SERVING_MODES, is_loopback_host
 
 MAX_CONCURRENCY = 256
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples, wall_s = asyncio.run(
         run_load(args.url, requests, args.concurrency, args.duration, args.mode, os.environ.get(args.token_env), args.timeout)
     )
-    summary = summarize(samples, wall_s)
+    summary = {**summarize(samples, wall_s), "provenance": provenance(git_commit())}  # the client's machine and code
     print(format_summary(summary))
     if args.out is not None:
         write_json(args.out, summary)

@@ -8,9 +8,26 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shlex
 import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+
+LIBRARIES = ("llm4pr", "torch", "transformers", "peft", "accelerate", "numpy", "lightgbm", "fastapi", "uvicorn", "httpx")
+
+
+def libraries() -> dict[str, str]:
+    """Installed versions of the libraries that decide a result (those installed)."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def machine() -> dict[str, Any]:
@@ -47,6 +64,9 @@ def provenance(commit: str | None) -> dict[str, Any]:
     """`commit`: taken when the process started (the code it runs), not when the result is written."""
     return {
         "commit": commit,
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else None,
+        "python": platform.python_version(),
+        "libraries": libraries(),
         "machine": machine(),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
