@@ -4,8 +4,10 @@ of any length; the ranking-stage signals and the reorder protocol behave as docu
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,13 +22,16 @@ from llm4pr.baselines import (
     LambdaMARTRanker,
     RankingStage,
     build_baseline,
+    load_baseline,
     reorder_by_ranking_stage,
 )
 from llm4pr.baselines.base import NotFittedError
 from llm4pr.baselines.features import RANKING_STAGE_SCORE
 from llm4pr.baselines.ltr import fold_assignment, out_of_fold
+from llm4pr.data.errors import DataError
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.evaluation.evaluate import evaluate_run
+from llm4pr.features.text_encoder import HashingTextEncoder
 from llm4pr.rankers.base import InitialOrderRanker
 from toy import TOY_SCHEMA, toy_requests
 
@@ -128,6 +133,39 @@ def test_a_failing_request_falls_back_alone(split: Any) -> None:
     run = Flaky("quality").fit(test, TOY_SCHEMA).rank(test[:3])
     assert [r.fallback for r in run] == [False, True, False]
     assert run[1].ranking == test[1].candidate_ids and "boom" in (run[1].error or "")
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_a_saved_baseline_loads_back_and_ranks_alike(name: str, fitted: dict[str, Any], split: Any, tmp_path: Path) -> None:
+    _, test = split
+    fitted[name].save(tmp_path / name)
+    manifest = json.loads((tmp_path / name / "ranker.json").read_text())
+    assert (manifest["format"], manifest["kind"], manifest["schema"]["dataset"]) == ("llm4pr-ranker", name, "toy")
+    assert manifest["params"] == fitted[name].params and "machine" in manifest["provenance"]
+    loaded = load_baseline(tmp_path / name)
+    assert type(loaded) is type(fitted[name]) and loaded.schema == TOY_SCHEMA
+    before, after = fitted[name].rank(test), loaded.rank(test, mode="first_token")  # one ranking, whatever the mode
+    assert [r.ranking for r in after] == [r.ranking for r in before]
+    assert [r.scores for r in after] == [r.scores for r in before]
+
+
+def test_saving_refuses_what_it_cannot_write_and_loading_names_the_folder(fitted: dict[str, Any], split: Any, tmp_path: Path) -> None:
+    train, _ = split
+    with pytest.raises(NotFittedError):
+        build_baseline("lambdamart").save(tmp_path / "unfitted")
+    unnamed = LambdaMARTRanker(text_encoder=HashingTextEncoder(), text_dim=8, n_estimators=5, n_jobs=1).fit(train[:50], TOY_SCHEMA)
+    with pytest.raises(ValueError, match="pass a text encoder by name"):
+        unnamed.save(tmp_path / "unnamed")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="exists and is not a saved ranker"):
+        fitted["lambdamart"].save(tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"  # never replaced
+    fitted["item_quality"].save(tmp_path / "saved")
+    fitted["lambdamart"].save(tmp_path / "saved")  # a saved ranker is replaced
+    (tmp_path / "saved" / "model.txt").unlink()
+    with pytest.raises(DataError, match=f"{tmp_path / 'saved'}: cannot load the saved lambdamart ranker"):
+        load_baseline(tmp_path / "saved")
 
 
 def test_item_quality_puts_missing_last_and_keeps_ties_in_order() -> None:

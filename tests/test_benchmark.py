@@ -13,6 +13,7 @@ from llm4pr.data.config_files import deep_merge
 from llm4pr.cli import main
 from llm4pr.data.errors import DataError
 from tiny import save_tiny_backbone
+from toy import write_toy_data
 
 FIXTURE = Path(__file__).parent / "fixtures" / "movielens" / "grouplens-100k"
 
@@ -194,3 +195,59 @@ def test_protocol_overrides_reach_only_their_protocol(tmp_path: Path, llm_config
     assert ranking_stage.model.prompt_style == "text"  # the row's own overrides still apply
     zero_shot = next(row for row in bench.config.rows if row.name == "zero-shot LLM")
     assert bench._training_config(zero_shot, 0, "ranking_stage").post_rank.steps == 0  # the row has the last word
+
+
+def test_a_prepared_data_folder_is_benchmarked_as_it_is(tmp_path: Path) -> None:
+    data = write_toy_data(tmp_path / "toy", n_train=60, n_valid=10, n_test=12)
+    config = {
+        "data": str(data),
+        "seeds": [0],
+        "protocols": ["input"],
+        "rows": [
+            {"name": "ranking-stage order", "baseline": "initial"},
+            {"name": "item quality", "baseline": "item_quality", "params": {"feature": "quality"}},
+            {"name": "LambdaMART", "baseline": "lambdamart", "params": {"n_estimators": 20, "min_data_in_leaf": 1, "text_encoder": "hashing"}},
+        ],
+    }
+    out = tmp_path / "out"
+    results = Benchmark(BenchmarkConfig.model_validate(config), out, progress=False).run()
+    rows = {r["row"]: r for r in results["rows"]}
+    assert results["complete"] and results["config"]["data"] == str(data) and not (out / "data").exists()  # read in place
+    assert rows["item quality"]["mean"]["ndcg@3"] > rows["ranking-stage order"]["mean"]["ndcg@3"]
+    record = json.loads((out / "rows" / "input" / "lambdamart" / "seed0.json").read_text())
+    assert list(record) == ["row", "protocol", "seed", "signals", "metrics", "n_test", "n_train", "train_s", "fallbacks", "provenance"]
+    assert (record["n_train"], record["n_test"], record["fallbacks"]) == (60, 12, 0)
+    with pytest.raises(ValueError, match="give 'source' .* or 'data' .*, not both"):
+        BenchmarkConfig.model_validate({**config, "source": "recbole"})
+    (data / "valid.jsonl").unlink()
+    with pytest.raises(DataError, match="not a prepared data folder"):
+        Benchmark(BenchmarkConfig.model_validate(config), tmp_path / "again", progress=False).run()
+
+
+def test_the_committed_row_files_still_make_the_committed_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).parent.parent
+    monkeypatch.chdir(root)  # the config names its training configs relative to the repository
+    out = Path("benchmarks/results/ml100k")
+    committed = json.loads((out / "results.json").read_text())
+    assert Benchmark(BenchmarkConfig.load("benchmarks/ml100k.yaml"), out, progress=False).collect()["rows"] == committed["rows"]
+
+
+def test_an_llm_row_fits_by_training_and_saves_its_checkpoint(tmp_path: Path, llm_config: Path) -> None:
+    from llm4pr.benchmarks.llm_row import TrainableLLM4PR
+    from llm4pr.data.jsonl import read_requests
+    from llm4pr.loading import load_ranker
+    from llm4pr.training.config import TrainConfig
+    from toy import TOY_SCHEMA
+
+    data = write_toy_data(tmp_path / "toy", n_train=8, n_valid=2, n_test=3)
+    test = read_requests(data / "test.jsonl", TOY_SCHEMA)
+    ranker = TrainableLLM4PR(TrainConfig.load(llm_config), data, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="seed is 0"):
+        ranker.fit([], TOY_SCHEMA, seed=1)
+    ranker.fit(read_requests(data / "train.jsonl", TOY_SCHEMA), TOY_SCHEMA)
+    assert ranker.schema == TOY_SCHEMA and ranker.train_seconds is not None
+    ranker.save(tmp_path / "saved")
+    loaded = load_ranker(tmp_path / "saved", batch_size=16)
+    assert [r.ranking for r in loaded.rank(test, mode="first_token")] == [r.ranking for r in ranker.rank(test, mode="first_token")]
+    with pytest.raises(DataError, match="exists and is not empty"):
+        ranker.save(data)

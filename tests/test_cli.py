@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 import llm4pr.serving
+from llm4pr.baselines import load_baseline
 from llm4pr.cli import main
+from llm4pr.data.jsonl import read_requests, read_run
+from toy import TOY_SCHEMA, write_toy_data
 
 
 def test_serve_passes_flags_to_the_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -55,3 +59,45 @@ def test_prepare_other_datasets(arguments: list[str], tmp_path: Path, capsys: py
     assert main(["data", "prepare", *resolved, "--out", str(tmp_path)]) == 0
     assert "test " in capsys.readouterr().out
     assert (tmp_path / "prepare.json").is_file() and (tmp_path / "schema.json").is_file()
+
+
+LAMBDAMART = ["--set", "text_encoder=hashing", "--set", "text_dim=8", "--set", "n_estimators=20", "--set", "min_data_in_leaf=1", "--set", "n_jobs=1"]
+
+
+def test_fit_baseline_then_rank_with_the_saved_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_toy_data(tmp_path / "data", n_train=60, n_valid=10)
+    saved = tmp_path / "lambdamart"
+    assert main(["fit-baseline", "--baseline", "lambdamart", "--data", str(data), "--out", str(saved), *LAMBDAMART]) == 0
+    assert f"saved lambdamart to {saved}" in capsys.readouterr().out
+    assert json.loads((saved / "ranker.json").read_text())["params"]["n_estimators"] == 20
+    assert main(["rank", "--checkpoint", str(saved), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "run.jsonl"),
+                 "--mode", "first_token", "--batch-size", "2"]) == 0  # LLM options do not apply to a baseline
+    assert "(0 fallbacks)" in capsys.readouterr().out
+    expected = load_baseline(saved).rank(read_requests(data / "test.jsonl", TOY_SCHEMA))
+    assert [r.ranking for r in read_run(tmp_path / "run.jsonl")] == [r.ranking for r in expected]
+
+
+def test_a_folder_that_is_no_ranker_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_toy_data(tmp_path / "data")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "ranker.json").write_text('{"format": "llm4pr-ranker", "kind": "lambdamart"}')
+    cases = [
+        (["rank", "--checkpoint", str(tmp_path / "empty"), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "r.jsonl")],
+         f"{tmp_path / 'empty'}: no llm4pr checkpoint here (expected config.json or model/config.json); nor is it a saved ranker"),
+        (["serve", "--checkpoint", str(tmp_path / "empty")], f"{tmp_path / 'empty'}: no llm4pr checkpoint here"),
+        (["serve", "--checkpoint", str(tmp_path / "missing")], f"{tmp_path / 'missing'}: no such folder"),
+        (["rank", "--checkpoint", str(tmp_path / "damaged"), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "r.jsonl")],
+         f"{tmp_path / 'damaged' / 'ranker.json'}: not a saved-ranker manifest: schema: Field required"),
+        (["rank", "--engine", "ray", "--checkpoint", str(tmp_path / "damaged"), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "r")],
+         "--engine ray ranks with llm4pr checkpoints"),
+        (["fit-baseline", "--baseline", "nope", "--data", str(data), "--out", str(tmp_path / "x")], "unknown baseline 'nope'"),
+        (["fit-baseline", "--baseline", "item_quality", "--data", str(data), "--out", str(tmp_path / "x")],
+         "no numerical item feature 'avg_rating'"),
+        (["fit-baseline", "--baseline", "initial", "--data", str(data), "--out", str(data)], f"{data}: exists and is not a saved ranker"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "x").exists() and (data / "train.jsonl").is_file()

@@ -25,10 +25,11 @@ LAYERS: list[tuple[str, ...]] = [
     (ROOT, "io", "provenance"),
     # The request format, the feature schema, JSON-lines reading, the dataset converters.
     ("data",),
-    # Pure scoring (metrics, run checking) and the Ranker interface. Both need only the request
-    # format, and much above needs them: training orders examples by nDCG and validates with
-    # evaluate_run, the baselines and the benchmark score runs, and every ranker (the LLM's and the
-    # baselines) implements `rankers.base.Ranker`. Commands that load a checkpoint to score it
+    # Pure scoring (metrics, run checking) and the Ranker interface (with the inference modes and
+    # the saved ranker's manifest). Both need only the request format, and much above needs them:
+    # training orders examples by nDCG and validates with evaluate_run, the baselines and the
+    # benchmark score runs, and every ranker (the LLM's and the baselines) implements
+    # `rankers.base.Ranker`. Commands that load a checkpoint to score it
     # (`llm4pr evaluate`, `evaluate-adaptation`) are not pure scoring; they live in inference.
     ("evaluation", "rankers"),
     # Field encoders and text encoders.
@@ -39,8 +40,9 @@ LAYERS: list[tuple[str, ...]] = [
     # The two families of Ranker: the LLM ranker (with the commands that load a checkpoint to rank,
     # score or read back features) and the baselines, which need no LLM. Neither uses the other.
     ("inference", "baselines"),
-    # Training validates the model it trains by ranking with it, so it sits above inference.
-    ("training",),
+    # Training validates the model it trains by ranking with it, so it sits above inference;
+    # `load_ranker` (llm4pr/loading.py) reads back either family's saved form, so it sits above both.
+    ("training", "loading"),
     # What puts the pieces together: the benchmark (trains and ranks every row), the service, and
     # `llm4pr demo` (prepare, train, rank, score in one run). None of them uses another.
     ("benchmarks", "serving", "demo"),

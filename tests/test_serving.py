@@ -18,7 +18,6 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import cohere
@@ -32,6 +31,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message
 
+from llm4pr.baselines import LambdaMARTRanker
 from llm4pr.data.jsonl import write_jsonl
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
@@ -43,6 +43,7 @@ from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import build_model
 from llm4pr.model.llm4pr import ModelConfig
 from llm4pr.model.prompts import PromptBuilder
+from llm4pr.rankers.base import InitialOrderRanker
 from llm4pr.serving import ServingSettings, create_app, serve
 from llm4pr.serving import app as app_module
 from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
@@ -60,13 +61,15 @@ TOKEN_ENV = "LLM4PR_TEST_TOKEN"  # not the default name, so that a developer's o
 class FakeRanker:
     """Reverses the ranking-stage order (first_token: with descending scores); records every call."""
 
+    name = "fake"
+
     def __init__(self, schema: FeatureSchema = TOY_SCHEMA, fail: bool = False, garble: bool = False) -> None:
-        self.model = SimpleNamespace(schema=schema)
+        self.schema = schema
         self.fail = fail
         self.garble = garble
         self.calls: list[tuple[list[str], str | None]] = []
 
-    def rank(self, requests: Sequence[PostRankRequest], mode: str | None = None) -> list[RankResult]:
+    def rank(self, requests: Sequence[PostRankRequest], *, mode: str | None = None) -> list[RankResult]:
         self.calls.append(([r.request_id for r in requests], mode))
         if self.fail:
             raise RuntimeError("boom")
@@ -81,12 +84,14 @@ class FakeRanker:
 class RecordingRanker:
     """A real ranker that records the size and mode of every model call (to see the batching)."""
 
+    name = "recording"
+
     def __init__(self, inner: LLM4PRRanker) -> None:
         self.inner = inner
-        self.model = inner.model
+        self.schema = inner.schema
         self.batches: list[tuple[int, str | None]] = []
 
-    def rank(self, requests: Sequence[PostRankRequest], mode: str | None = None) -> list[RankResult]:
+    def rank(self, requests: Sequence[PostRankRequest], *, mode: str | None = None) -> list[RankResult]:
         self.batches.append((len(requests), mode))
         return self.inner.rank(requests, mode=mode)
 
@@ -275,6 +280,37 @@ def test_serve_loads_a_checkpoint_and_runs_uvicorn_on_loopback(tmp_path: Path, m
         body = request_json(n_candidates=8)
         answer = client.post("/v1/post-rank", json=body).json()
         assert sorted(answer["ranking"]) == sorted(candidate_ids(body)) and answer["fallback"] is False
+
+
+def test_serve_answers_with_a_saved_lambdamart_in_every_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    lambdamart = LambdaMARTRanker(n_estimators=20, min_data_in_leaf=1, n_jobs=1, text_encoder="hashing", text_dim=8)
+    lambdamart.fit(toy_requests(60, seed=1), TOY_SCHEMA).save(tmp_path / "lambdamart")
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(app=app, **kwargs))
+    serve(tmp_path / "lambdamart", settings=settings_for_tests(mode="first_token"), quantize="int8")  # LLM options do not apply
+    assert isinstance(captured["app"].state.service.ranker, LambdaMARTRanker)
+    bodies = [request_json(f"r{i}", 4 + i, seed=i) for i in range(3)]
+    expected = lambdamart.rank([PostRankRequest.model_validate(body) for body in bodies])
+    with TestClient(captured["app"], raise_server_exceptions=True) as client:
+        for _ in range(200):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.01)
+        assert client.get("/readyz").json() == {"status": "ready"}
+        for params in ({}, {"mode": "generate"}, {"mode": "first_token"}):
+            answers = client.post("/v1/post-rank", params=params, json=bodies).json()
+            assert [a["ranking"] for a in answers] == [r.ranking for r in expected]
+            assert [a["scores"] for a in answers] == [r.scores for r in expected]
+            assert all(a["mode"] == "lambdamart" and a["fallback"] is False for a in answers)
+        bad = client.post("/v1/post-rank", json=_with(bodies[0], "candidates.0.features.quality", "high"))
+        assert bad.status_code == 422 and bad.json()["error"]["request_id"] == "r0"
+
+
+def test_a_ranker_without_a_feature_schema_is_refused() -> None:
+    with pytest.raises(ValueError, match="'initial' has none"):
+        create_app(InitialOrderRanker())
 
 
 # --- bad input: 4xx naming the request id and the field, never a 500 ---------------------------

@@ -1,4 +1,4 @@
-"""The `llm4pr` command line: prepare data, train, rank, evaluate, demo.
+"""The `llm4pr` command line: prepare data, train, fit baselines, rank, evaluate, serve, demo.
 
 Each subcommand is a thin layer over a library function. Bad input ends with one clear
 `error: ...` line on stderr and exit status 2, never a traceback; heavy modules (torch,
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm4pr.data.errors import DataError
+from llm4pr.rankers.base import MODES, SERVED_MODES
 
 EXIT_BAD_INPUT = 2
 
@@ -133,8 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data-parallel processes on this machine (runs `accelerate launch`; see docs/scaling.md)")
     train.set_defaults(handler=_train)
 
-    rank = commands.add_parser("rank", help="post-rank requests with a trained checkpoint (here, or on Ray)")
-    rank.add_argument("--checkpoint", required=True, type=Path)
+    fit_baseline = commands.add_parser("fit-baseline", help="fit a baseline on a prepared data folder and save it (for rank and serve)")
+    fit_baseline.add_argument("--baseline", required=True, metavar="NAME", help="a baseline of docs/baselines.md, e.g. lambdamart")
+    fit_baseline.add_argument("--data", required=True, type=Path,
+                              help="prepared data folder: train.jsonl, schema.json, and valid.jsonl for early stopping")
+    fit_baseline.add_argument("--out", required=True, type=Path, help="the saved ranker's folder (created, or replaced if it holds one)")
+    fit_baseline.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                              help="a constructor argument (repeatable; the value is read as YAML), e.g. --set n_estimators=200")
+    fit_baseline.add_argument("--seed", type=int, default=0)
+    fit_baseline.set_defaults(handler=_fit_baseline)
+
+    rank = commands.add_parser("rank", help="post-rank requests with a saved ranker: a checkpoint or a saved baseline (here, or on Ray)")
+    rank.add_argument("--checkpoint", required=True, type=Path,
+                      help="an llm4pr checkpoint or training run folder, or a saved baseline (llm4pr fit-baseline)")
     rank.add_argument("--input", required=True, help="requests: a JSON-lines file; with --engine ray also a folder or glob of .jsonl/.parquet files")
     rank.add_argument("--output", required=True, type=Path, help="run file to write (JSON lines); with --engine ray a folder of shards")
     rank.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: Ray Data over a cluster or local Ray (docs/scaling.md)")
@@ -149,12 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     rank.set_defaults(handler=_rank)
 
     serve = commands.add_parser("serve", help="the HTTP post-ranking service (docs/serving.md)")
-    serve.add_argument("--checkpoint", required=True, type=Path)
+    serve.add_argument("--checkpoint", required=True, type=Path,
+                       help="an llm4pr checkpoint or training run folder, or a saved baseline (llm4pr fit-baseline)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", default="cpu")
     serve.add_argument("--quantize", choices=["int8"], help="int8: dynamic int8 decoder for CPU inference")
-    serve.add_argument("--mode", choices=["generate", "first_token"], help="default inference mode")
+    serve.add_argument("--mode", choices=SERVED_MODES, help="default inference mode")
     serve.add_argument("--max-batch-size", type=int)
     serve.add_argument("--max-wait-ms", type=float)
     serve.add_argument("--deadline-ms", type=float)
@@ -205,7 +218,7 @@ def _add_converter_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=["generate", "first_token", "unconstrained"], default="generate")
+    parser.add_argument("--mode", choices=MODES, default="generate")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--window", type=int, default=20, help="sliding window for long candidate lists")
     parser.add_argument("--stride", type=int, default=10)
@@ -303,7 +316,7 @@ def _train(args: argparse.Namespace) -> int:
     if not trainer.is_main:  # the other processes of `accelerate launch` stay quiet
         return 0
     if report:
-        for mode in ("generate", "first_token"):
+        for mode in SERVED_MODES:
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in report[mode]["metrics"].items())
             print(f"validation ({mode}): {metrics}")
     print(f"run folder: {args.out}")
@@ -337,17 +350,26 @@ def _launch_processes(args: argparse.Namespace) -> int:
     return subprocess.run(command, check=False).returncode
 
 
+def _fit_baseline(args: argparse.Namespace) -> int:
+    from llm4pr.baselines import fit_and_save_baseline
+    from llm4pr.data.config_files import parse_overrides
+
+    fit_and_save_baseline(args.baseline, args.data, args.out, parse_overrides(args.params), seed=args.seed)
+    print(f"saved {args.baseline} to {args.out} (llm4pr rank or serve --checkpoint {args.out})")
+    return 0
+
+
 def _rank(args: argparse.Namespace) -> int:
     from llm4pr.data.jsonl import read_requests, write_jsonl
-    from llm4pr.inference.ranker import LLM4PRRanker
+    from llm4pr.loading import load_ranker
 
     options = {"device": args.device, "quantize": args.quantize, "mode": args.mode, "batch_size": args.batch_size, "window": args.window,
                "stride": args.stride, "shifts": args.shifts}
     if args.engine == "ray":
         return _rank_with_ray(args, options)
-    ranker = LLM4PRRanker.from_pretrained(args.checkpoint, **options)
-    requests = read_requests(args.input, ranker.model.schema)
-    results = ranker.rank(requests, progress=True)
+    ranker = load_ranker(args.checkpoint, **options, progress=True)
+    requests = read_requests(args.input, ranker.schema)
+    results = ranker.rank(requests)
     write_jsonl(args.output, results)
     fallbacks = sum(r.fallback for r in results)
     print(f"wrote {len(results)} rankings to {args.output} ({fallbacks} fallbacks)")
@@ -356,6 +378,10 @@ def _rank(args: argparse.Namespace) -> int:
 
 def _rank_with_ray(args: argparse.Namespace, options: dict) -> int:
     from llm4pr.inference.ray_batch import rank_with_ray
+    from llm4pr.rankers.saved import is_saved_ranker
+
+    if is_saved_ranker(args.checkpoint):
+        raise DataError(f"--engine ray ranks with llm4pr checkpoints; {args.checkpoint} is a saved baseline: rank it with --engine local")
 
     count = rank_with_ray(
         args.checkpoint, args.input, args.output, options, output_format=args.output_format, workers=args.workers,

@@ -17,7 +17,7 @@ from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.provenance import git_commit, provenance
-from llm4pr.rankers.base import InitialOrderRanker
+from llm4pr.rankers.base import SERVED_MODES, InitialOrderRanker
 
 DEFAULT_CONFIG = Path("configs/ml100k-quick.yaml")
 
@@ -46,10 +46,10 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     Trainer(TrainConfig.load(config_path), data_dir, run_dir).run()
 
     print(f"[3/4] post-ranking the {len(test)} test requests ...")
-    ranker = LLM4PRRanker.from_pretrained(run_dir, batch_size=16)
+    ranker = LLM4PRRanker.from_pretrained(run_dir, batch_size=16, progress=True)
     runs: dict[str, list[RankResult]] = {"ranking-stage order": InitialOrderRanker().rank(test)}
-    for mode in ("generate", "first_token"):
-        runs[f"llm4pr ({mode})"] = ranker.rank(test, mode=mode, progress=True)
+    for mode in SERVED_MODES:
+        runs[f"llm4pr ({mode})"] = ranker.rank(test, mode=mode)
     reports = {name: evaluate_run(test, run) for name, run in runs.items()}
     summary = {"test_requests": len(test), "reports": reports, "wall_time_s": round(time.perf_counter() - started, 1), "provenance": provenance(commit)}
     write_json(out / "demo_report.json", summary)

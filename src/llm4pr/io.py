@@ -1,12 +1,14 @@
 """Atomic file writing, the bottom layer: every module that writes a file goes through here.
 
 A writer goes through a temporary file in the target's folder and `os.replace`, so a crash never
-leaves a half-written output behind. This module imports nothing from llm4pr.
+leaves a half-written output behind; a folder is filled under a temporary name and swapped into
+place. This module imports nothing from llm4pr.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,3 +47,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
     with atomic_writer(path) as handle:
         handle.write(text)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `path` to fill; on success it replaces `path` (the old folder is
+    renamed away first and deleted last), on failure it is removed and `path` is left as it was.
+    The folder gets the usual permissions (0777 less the umask), not mkdtemp's private 0700."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,14 +1,11 @@
-"""The paper's baselines, each a `Ranker` with `fit(train, schema, valid=None, seed=0)`.
+"""The paper's baselines, each a `FittableRanker`: `fit(train, schema, valid=None, seed=0)`, `save`.
 
-`BASELINES` maps a name (as used in configs and result tables) to the ranker class;
-`build_baseline(name, **kwargs)` constructs one. See docs/baselines.md for losses and sizes.
+`BASELINES` maps a name (as used in configs, result tables and saved rankers' manifests) to the
+ranker class; `build_baseline(name, **kwargs)` constructs one, `load_baseline(folder)` reads a
+saved one back. See docs/baselines.md for losses and sizes.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-from llm4pr.baselines.base import Baseline, ScoringRanker, descending_order
+from llm4pr.baselines.base import Baseline, FeaturisedRanker, ScoringRanker, descending_order
 from llm4pr.baselines.features import RANKING_STAGE_FEATURES, Featuriser, uses_ranking_stage_signals
 from llm4pr.baselines.heuristics import ItemQualityRanker, RankingStageOrderRanker
 from llm4pr.baselines.listwise import DLCMRanker, PRMRanker, Seq2SlateRanker, SetRankRanker
@@ -21,27 +18,7 @@ from llm4pr.baselines.protocols import (
     reorder_by_ranking_stage,
     schema_with_signals,
 )
-
-BASELINES: dict[str, type] = {
-    "initial": RankingStageOrderRanker,
-    "item_quality": ItemQualityRanker,
-    "ltr_dnn": LTRDNNRanker,
-    "lambdamart": LambdaMARTRanker,
-    "dlcm": DLCMRanker,
-    "setrank": SetRankRanker,
-    "prm": PRMRanker,
-    "seq2slate": Seq2SlateRanker,
-}
-
-
-def build_baseline(name: str, **kwargs: Any) -> Baseline:
-    """An unfitted baseline ranker; kwargs go to its constructor."""
-    try:
-        cls = BASELINES[name]
-    except KeyError:
-        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}") from None
-    return cls(**kwargs)
-
+from llm4pr.baselines.registry import BASELINES, build_baseline, fit_and_save_baseline, load_baseline
 
 __all__ = [
     "BASELINES",
@@ -50,6 +27,7 @@ __all__ = [
     "RANKING_STAGE_FEATURES",
     "CandidateOrder",
     "DLCMRanker",
+    "FeaturisedRanker",
     "Featuriser",
     "ItemQualityRanker",
     "LTRDNNRanker",
@@ -63,6 +41,8 @@ __all__ = [
     "SetRankRanker",
     "build_baseline",
     "descending_order",
+    "fit_and_save_baseline",
+    "load_baseline",
     "reorder_by_ranking_stage",
     "schema_with_signals",
     "uses_ranking_stage_signals",

@@ -22,15 +22,21 @@ top differs. The vector is built from the schema, with statistics from training 
 
 Finally every column is standardised with its training mean and std: the blocks differ in scale,
 and the neural models train better on unit-scale inputs (trees do not care).
+
+What fitting learned is saved as JSON (`featuriser.json`, arrays as dtype, shape and values, so
+that a loaded featuriser gives the same vectors bit for bit); the schema and the text encoder's
+name are saved by the ranker that owns the featuriser.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +46,9 @@ from llm4pr.data.requests import Item, PostRankRequest
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.features.text_encoder import DEFAULT_TEXT_ENCODER, BaseTextEncoder, load_text_encoder
+from llm4pr.io import atomic_write_text
 
+FEATURISER_FILE = "featuriser.json"
 RANKING_STAGE_SCORE = "ranking_stage_score"
 RANKING_STAGE_USER_EMBEDDING = "ranking_stage_user_embedding"
 RANKING_STAGE_ITEM_EMBEDDING = "ranking_stage_item_embedding"
@@ -118,6 +126,47 @@ class Featuriser:
     def transform(self, requests: Sequence[PostRankRequest]) -> list[np.ndarray]:
         self._check_fitted()
         return [self._standardise(x) for x in self._raw(requests)] if requests else []
+
+    # -- saving --------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        """Write what fitting learned to `folder/featuriser.json`."""
+        self._check_fitted()
+        state = {
+            "text_dim": self.text_dim,
+            "max_categories": self.max_categories,
+            "numeric": self._numeric,
+            "slots": self._slots,
+            "projections": [
+                {"owner": owner, "name": name, "mean": _listed(mean), "basis": _listed(basis)}
+                for (owner, name), (mean, basis) in self._projections.items()
+            ],
+            "mean": _listed(self._mean),
+            "std": _listed(self._std),
+        }
+        atomic_write_text(Path(folder) / FEATURISER_FILE, json.dumps(state))
+
+    @classmethod
+    def load(cls, folder: str | Path, schema: FeatureSchema, text_encoder: str | BaseTextEncoder) -> "Featuriser":
+        """The featuriser `save` wrote into `folder`, fitted for `schema` with `text_encoder`."""
+        raw = json.loads((Path(folder) / FEATURISER_FILE).read_text(encoding="utf-8"))
+        featuriser = cls(schema, text_encoder, raw["text_dim"], raw["max_categories"])
+        featuriser._numeric = {
+            owner: {name: (float(mean), float(std)) for name, (mean, std) in by_name.items()} for owner, by_name in raw["numeric"].items()
+        }
+        featuriser._slots = raw["slots"]
+        featuriser._projections = {(p["owner"], p["name"]): (_array(p["mean"]), _array(p["basis"])) for p in raw["projections"]}
+        for (owner, name), (mean, _) in featuriser._projections.items():
+            if mean.shape != (featuriser.text_encoder.dim,):
+                raise ValueError(
+                    f"{owner} text feature {name!r} was fitted on {mean.shape[0]}-d text vectors; "
+                    f"the text encoder gives {featuriser.text_encoder.dim}-d ones"
+                )
+        featuriser._item_spans = featuriser._spans("item")
+        featuriser._user_spans = featuriser._spans("user")
+        featuriser._mean, featuriser._std = _array(raw["mean"]), _array(raw["std"])
+        featuriser._fitted = True
+        return featuriser
 
     # -- fitting -------------------------------------------------------------------------------
 
@@ -271,6 +320,14 @@ class Featuriser:
     def _check_fitted(self) -> None:
         if not self._fitted:
             raise RuntimeError("Featuriser.fit_transform must run before transform")
+
+
+def _listed(array: np.ndarray) -> dict[str, Any]:
+    return {"dtype": str(array.dtype), "shape": list(array.shape), "values": array.ravel().tolist()}
+
+
+def _array(listed: dict[str, Any]) -> np.ndarray:
+    return np.asarray(listed["values"], dtype=listed["dtype"]).reshape(listed["shape"])
 
 
 def _category_slots(values: list[str], max_categories: int) -> dict[str, int]:

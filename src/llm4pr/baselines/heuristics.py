@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Self
+from typing import Any
 
 import numpy as np
 
-from llm4pr.baselines.base import NotFittedError, ScoringRanker
+from llm4pr.baselines.base import Baseline, NotFittedError, ScoringRanker
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureKind, FeatureSchema
 from llm4pr.rankers.base import InitialOrderRanker
 
 
-class RankingStageOrderRanker(InitialOrderRanker):
-    """The ranking stage's order behind the baselines' `fit` interface (fitting is a no-op)."""
+class RankingStageOrderRanker(InitialOrderRanker, Baseline):
+    """The ranking stage's order as a baseline (fitting only records the schema)."""
 
-    uses_ranking_stage_signals = False
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
 
-    def fit(
+    def _fit(
         self,
         train_requests: Sequence[PostRankRequest],
         schema: FeatureSchema,
-        valid_requests: Sequence[PostRankRequest] | None = None,
-        seed: int = 0,
-    ) -> Self:
-        return self
+        valid_requests: Sequence[PostRankRequest] | None,
+        seed: int,
+    ) -> None:
+        """Nothing to learn: the order is the request's own."""
 
 
 class ItemQualityRanker(ScoringRanker):
@@ -38,24 +39,22 @@ class ItemQualityRanker(ScoringRanker):
     name = "item_quality"
 
     def __init__(self, feature: str = "avg_rating") -> None:
+        self.params: dict[str, Any] = {"feature": feature}
         self.feature = feature
-        self._fitted = False
 
-    def fit(
+    def _fit(
         self,
         train_requests: Sequence[PostRankRequest],
         schema: FeatureSchema,
-        valid_requests: Sequence[PostRankRequest] | None = None,
-        seed: int = 0,
-    ) -> Self:
+        valid_requests: Sequence[PostRankRequest] | None,
+        seed: int,
+    ) -> None:
         spec = schema.spec("item", self.feature)
         if spec is None or spec.kind is not FeatureKind.numerical:
             raise ValueError(f"{self.name}: the schema has no numerical item feature {self.feature!r}")
-        self._fitted = True
-        return self
 
     def score(self, requests: Sequence[PostRankRequest]) -> list[np.ndarray]:
-        if not self._fitted:
+        if self.schema is None:
             raise NotFittedError(f"{self.name}: call fit before rank or score")
         return [self._request_scores(r) for r in requests]
 

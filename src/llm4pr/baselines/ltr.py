@@ -11,20 +11,21 @@ expose the learned id embeddings, so that post-rankers can consume them as featu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Self
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from llm4pr.baselines.base import NotFittedError, ScoringRanker
-from llm4pr.baselines.features import Featuriser
+from llm4pr.baselines.base import FeaturisedRanker, NotFittedError
 from llm4pr.baselines.neural import UNKNOWN_ID, IdVocabulary, ListBatch, ListModel, NeuralListRanker
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.text_encoder import DEFAULT_TEXT_ENCODER, BaseTextEncoder
 
+LIGHTGBM_MODEL_FILE = "model.txt"
 PointwiseLoss = Literal["mse", "bce"]
 FitPredict = Callable[[list[PostRankRequest], list[PostRankRequest]], list[np.ndarray]]
 
@@ -79,16 +80,16 @@ class LTRDNNRanker(NeuralListRanker):
     def build_model(self, input_dim: int, ids: IdVocabulary) -> ListModel:
         return PointwiseMLP(input_dim, ids, self.hidden, self.id_dim, self.dropout, self.loss)
 
-    def fit(
+    def _fit(
         self,
         train_requests: Sequence[PostRankRequest],
         schema: FeatureSchema,
-        valid_requests: Sequence[PostRankRequest] | None = None,
-        seed: int = 0,
-    ) -> Self:
+        valid_requests: Sequence[PostRankRequest] | None,
+        seed: int,
+    ) -> None:
         if self.loss == "bce" and any(not 0.0 <= y <= 1.0 for r in train_requests for y in r.labels):
             raise ValueError("loss 'bce' needs labels in [0, 1]; use 'mse' for graded labels")
-        return super().fit(train_requests, schema, valid_requests, seed)
+        super()._fit(train_requests, schema, valid_requests, seed)
 
     def user_embeddings(self, user_ids: Sequence[str]) -> np.ndarray:
         """Learned user-id embeddings [len, id_dim]; zeros for users unseen in training."""
@@ -145,13 +146,14 @@ def out_of_fold(
     return scores  # type: ignore[return-value]  # every index lies in exactly one fold
 
 
-class LambdaMARTRanker(ScoringRanker):
+class LambdaMARTRanker(FeaturisedRanker):
     """LightGBM with objective lambdarank (LambdaMART), one query group per request.
 
     Labels must be non-negative integers (ratings, clicks, relevance grades); the label gain is
     2^label - 1, the gain of the project's NDCG, so that lambdarank optimises the reported metric.
     With validation requests, boosting stops after `early_stopping_rounds` rounds without a gain
-    in validation NDCG@`eval_at`.
+    in validation NDCG@`eval_at`. Saved as LightGBM's own text model (`model.txt`, the trees up to
+    the best iteration) beside the featuriser.
     """
 
     name = "lambdamart"
@@ -168,24 +170,23 @@ class LambdaMARTRanker(ScoringRanker):
         text_encoder: str | BaseTextEncoder = DEFAULT_TEXT_ENCODER,
         text_dim: int = 32,
     ) -> None:
+        self.params: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.n_estimators, self.learning_rate = n_estimators, learning_rate
         self.num_leaves, self.min_data_in_leaf = num_leaves, min_data_in_leaf
         self.early_stopping_rounds, self.eval_at, self.n_jobs = early_stopping_rounds, eval_at, n_jobs
         self.text_encoder, self.text_dim = text_encoder, text_dim
         self.booster: Any = None
 
-    def fit(
+    def _fit(
         self,
         train_requests: Sequence[PostRankRequest],
         schema: FeatureSchema,
-        valid_requests: Sequence[PostRankRequest] | None = None,
-        seed: int = 0,
-    ) -> Self:
+        valid_requests: Sequence[PostRankRequest] | None,
+        seed: int,
+    ) -> None:
         import lightgbm  # an optional extra (`baselines`)
 
-        self.featuriser = Featuriser(schema, self.text_encoder, self.text_dim)
-        train_x = self.featuriser.fit_transform(train_requests)
-        self.uses_ranking_stage_signals = self.featuriser.uses_ranking_stage_signals
+        train_x = self._fit_features(train_requests, schema)
         train_y = _integer_labels(train_requests)
         valid_y = _integer_labels(valid_requests) if valid_requests else train_y
         max_label = int(max(train_y.max(), valid_y.max()))
@@ -206,23 +207,32 @@ class LambdaMARTRanker(ScoringRanker):
         train_set = lightgbm.Dataset(np.concatenate(train_x), train_y, group=groups)
         valid_sets, callbacks = [], []
         if valid_requests:
-            valid_x = np.concatenate(self.featuriser.transform(valid_requests))
+            valid_x = np.concatenate(self._features(valid_requests))
             groups = [len(r.candidates) for r in valid_requests]
             valid_sets = [lightgbm.Dataset(valid_x, valid_y, group=groups, reference=train_set)]
             callbacks = [lightgbm.early_stopping(self.early_stopping_rounds, verbose=False)]
         self.booster = lightgbm.train(
             params, train_set, num_boost_round=self.n_estimators, valid_sets=valid_sets, callbacks=callbacks
         )
-        return self
 
     def score(self, requests: Sequence[PostRankRequest]) -> list[np.ndarray]:
         if self.booster is None:
             raise NotFittedError(f"{self.name}: call fit before rank or score")
         if not requests:
             return []
-        features = self.featuriser.transform(requests)
+        features = self._features(requests)
         scores = self.booster.predict(np.concatenate(features))  # the best iteration, when early-stopped
         return np.split(np.asarray(scores, dtype=np.float64), np.cumsum([len(x) for x in features])[:-1])
+
+    def _save_state(self, folder: Path) -> None:
+        super()._save_state(folder)
+        self.booster.save_model(str(folder / LIGHTGBM_MODEL_FILE))  # up to the best iteration, when early-stopped
+
+    def _load_state(self, folder: Path, schema: FeatureSchema) -> None:
+        import lightgbm
+
+        super()._load_state(folder, schema)
+        self.booster = lightgbm.Booster(model_file=str(folder / LIGHTGBM_MODEL_FILE))
 
 
 def _integer_labels(requests: Sequence[PostRankRequest]) -> np.ndarray:

@@ -6,29 +6,36 @@ candidates, labels, user and item indices) and defines its own `loss` and `predi
 `epochs` epochs, and, when validation requests are given, keeps the epoch with the best
 validation metric (computed by `evaluate_run`, the project's only scoring code) and stops after
 `patience` epochs without improvement. Training is deterministic given the seed: the global
-torch RNG is forked and seeded, and batches are drawn from a seeded NumPy generator.
+torch RNG is forked and seeded, and batches are drawn from a seeded NumPy generator. A fitted
+ranker is saved as its weights (`weights.safetensors`), its id vocabulary and best epoch
+(`state.json`) and the featuriser.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from llm4pr.baselines.base import NotFittedError, ScoringRanker
-from llm4pr.baselines.features import Featuriser
+from llm4pr.baselines.base import FeaturisedRanker, NotFittedError
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.features.text_encoder import DEFAULT_TEXT_ENCODER, BaseTextEncoder
+from llm4pr.io import atomic_write_text
 
 UNKNOWN_ID = 0  # index of ids not seen in training
+WEIGHTS_FILE = "weights.safetensors"
+STATE_FILE = "state.json"
 
 
 @dataclass
@@ -106,7 +113,7 @@ class IdVocabulary:
         return cls({u: i + 1 for i, u in enumerate(users)}, {c: i + 1 for i, c in enumerate(items)})
 
 
-class NeuralListRanker(ScoringRanker):
+class NeuralListRanker(FeaturisedRanker):
     """Shared fit/score for the neural baselines; a subclass only builds its `ListModel`."""
 
     name = "neural"
@@ -140,22 +147,20 @@ class NeuralListRanker(ScoringRanker):
         """An unfitted ranker with the same settings, except `overrides` (for out-of-fold training)."""
         return type(self)(**{**self.params, **overrides})
 
-    def fit(
+    def _fit(
         self,
         train_requests: Sequence[PostRankRequest],
         schema: FeatureSchema,
-        valid_requests: Sequence[PostRankRequest] | None = None,
-        seed: int = 0,
-    ) -> Self:
-        self.featuriser = Featuriser(schema, self.text_encoder, self.text_dim)
-        train_x = self.featuriser.fit_transform(train_requests)
-        self.uses_ranking_stage_signals = self.featuriser.uses_ranking_stage_signals
+        valid_requests: Sequence[PostRankRequest] | None,
+        seed: int,
+    ) -> None:
+        train_x = self._fit_features(train_requests, schema)
         self.ids = IdVocabulary.fit(train_requests)
-        valid_x = self.featuriser.transform(valid_requests) if valid_requests else None  # featurised once
+        valid_x = self._features(valid_requests) if valid_requests else None  # featurised once
         rng = np.random.default_rng(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model = self.build_model(self.featuriser.dim, self.ids)
+            self.model = self.build_model(self._input_dim(), self.ids)
             optimiser = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             best_metric, best_state, stale = float("-inf"), None, 0
             for epoch in range(1, self.epochs + 1):
@@ -174,7 +179,25 @@ class NeuralListRanker(ScoringRanker):
             if best_state is not None:
                 self.model.load_state_dict(best_state)
         self.model.eval()
-        return self
+
+    def _input_dim(self) -> int:
+        assert self.featuriser is not None  # fitted or loaded before the model is built
+        return self.featuriser.dim
+
+    def _save_state(self, folder: Path) -> None:
+        super()._save_state(folder)
+        assert self.model is not None  # fitted: `save` checked
+        save_file({k: v.detach().contiguous() for k, v in self.model.state_dict().items()}, folder / WEIGHTS_FILE)
+        atomic_write_text(folder / STATE_FILE, json.dumps({"ids": asdict(self.ids), "best_epoch": self.best_epoch}))
+
+    def _load_state(self, folder: Path, schema: FeatureSchema) -> None:
+        super()._load_state(folder, schema)
+        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        self.ids, self.best_epoch = IdVocabulary(**state["ids"]), state["best_epoch"]
+        with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
+            self.model = self.build_model(self._input_dim(), self.ids)
+        self.model.load_state_dict(load_file(folder / WEIGHTS_FILE))
+        self.model.eval()
 
     def _train_epoch(
         self,
@@ -196,7 +219,7 @@ class NeuralListRanker(ScoringRanker):
     def score(self, requests: Sequence[PostRankRequest]) -> list[np.ndarray]:
         if self.model is None:
             raise NotFittedError(f"{self.name}: call fit before rank or score")
-        return self._scores(requests, self.featuriser.transform(requests))
+        return self._scores(requests, self._features(requests))
 
     def _scores(self, requests: Sequence[PostRankRequest], features: list[np.ndarray]) -> list[np.ndarray]:
         assert self.model is not None

@@ -6,6 +6,10 @@ training split and scored on the same test split, under each candidate-order pro
 sorted by the ranking-stage model's score, as a post-ranker receives them in production). Rows
 that consume the ranking-stage signals (its score and embeddings as features) say so.
 
+Every row runs through one path: build the row's ranker (a baseline by name, or LLM4PR whose
+`fit` is the trainer), fit it on the training split, rank the test split in the row's mode. The
+data is MovieLens, prepared by the benchmark (`source`), or any prepared folder (`data`).
+
 Each (protocol, row, seed) result is written to its own file as soon as it is done, so an
 interrupted benchmark resumes without redoing finished rows; LLM training runs resume too.
 """
@@ -18,7 +22,7 @@ import re
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,8 +36,13 @@ from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.io import atomic_write_text
+from llm4pr.rankers.base import FittableRanker, ServedMode
+
+if TYPE_CHECKING:
+    from llm4pr.inference.ranker import LLM4PRRanker
 
 Protocol = Literal["input", "ranking_stage"]
+DATA_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "schema.json")
 HEADLINE_METRICS = ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")
 
 
@@ -47,7 +56,7 @@ class RowConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="baseline constructor arguments")
     llm4pr: Path | None = Field(default=None, description="training config (YAML) of an LLM row, relative to the working directory")
     overrides: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the training config")
-    mode: Literal["generate", "first_token"] = "generate"
+    mode: ServedMode = Field(default="generate", description="an LLM row's inference mode (a baseline has one ranking)")
     signals: bool = Field(default=False, description="consume the ranking-stage score and embeddings as features")
 
     @model_validator(mode="after")
@@ -60,7 +69,8 @@ class RowConfig(BaseModel):
 class BenchmarkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(default="recbole", description="MovieLens source for `llm4pr data prepare movielens`")
+    source: str = Field(default="recbole", description="MovieLens source for `llm4pr data prepare movielens` (not with `data`)")
+    data: Path | None = Field(default=None, description="a prepared data folder (`llm4pr data prepare ...`) instead of MovieLens")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     protocols: list[Protocol] = Field(default_factory=lambda: ["input", "ranking_stage"], min_length=1)
     max_train_requests: int | None = Field(default=None, gt=0, description="subsample the training split (all rows)")
@@ -71,6 +81,12 @@ class BenchmarkConfig(BaseModel):
         default_factory=dict, description="deep-merged into every LLM row's training config under that protocol"
     )
     rows: list[RowConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_dataset(self) -> "BenchmarkConfig":
+        if self.data is not None and "source" in self.model_fields_set:
+            raise ValueError("give 'source' (MovieLens, prepared by the benchmark) or 'data' (a prepared folder), not both")
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchmarkConfig":
@@ -92,6 +108,12 @@ class Benchmark:
     # -- data --------------------------------------------------------------------------------------
 
     def base_data(self) -> Path:
+        """The prepared data every variant derives from: the config's `data` folder, or MovieLens
+        prepared from `source` into the output folder."""
+        if self.config.data is not None:
+            if not all((self.config.data / name).is_file() for name in DATA_FILES):
+                raise DataError(f"benchmark data {self.config.data}: not a prepared data folder (expected {', '.join(DATA_FILES)})")
+            return self.config.data
         folder = self.out / "data" / "base"
         if not (folder / "prepare.json").is_file():
             from llm4pr.data.movielens import prepare_movielens
@@ -189,25 +211,22 @@ class Benchmark:
         return self.out / "rows" / protocol / slug(row.name) / f"seed{seed}.json"
 
     def _run_row(self, protocol: Protocol, row: RowConfig, seed: int) -> dict[str, Any]:
+        from llm4pr.benchmarks.llm_row import TrainableLLM4PR
+
         data_dir = self.variant(protocol, row.signals)
         schema = FeatureSchema.load(data_dir / "schema.json")
         train = read_requests(data_dir / "train.jsonl", schema)
         valid = read_requests(data_dir / "valid.jsonl", schema)
         test = read_requests(data_dir / "test.jsonl", schema)
         started = time.perf_counter()
+        ranker = self._ranker(protocol, row, seed, data_dir).fit(train, schema, valid, seed)
+        train_s = time.perf_counter() - started
+        run = ranker.rank(test, mode=row.mode)
         extra: dict[str, Any] = {}
-        if row.baseline is not None:
-            from llm4pr.baselines import build_baseline
-
-            ranker = build_baseline(row.baseline, **row.params).fit(train, schema, valid, seed)
-            train_s = time.perf_counter() - started
-            run = ranker.rank(test)
-        else:
-            ranker, trained_s = self._train_llm(protocol, row, seed, data_dir)
+        if isinstance(ranker, TrainableLLM4PR) and ranker.llm is not None:
             # the run's own record: rows sharing one run (and resumed runs) show what training cost
-            train_s = trained_s if trained_s is not None else time.perf_counter() - started
-            run = ranker.rank(test, mode=row.mode)
-            extra = _llm_costs(ranker, test[: self.config.latency_requests], row.mode)
+            train_s = ranker.train_seconds if ranker.train_seconds is not None else train_s
+            extra = _llm_costs(ranker.llm, test[: self.config.latency_requests], row.mode)
         report = evaluate_run(test, run)
         return {
             "row": row.name,
@@ -223,6 +242,19 @@ class Benchmark:
             "provenance": provenance(self._commit),
         }
 
+    def _ranker(self, protocol: Protocol, row: RowConfig, seed: int, data_dir: Path) -> FittableRanker:
+        """The row's unfitted ranker: a baseline by name, or LLM4PR with the row's training config.
+        Rows that train the same way (e.g. one model ranked in two modes) share one run folder."""
+        if row.baseline is not None:
+            from llm4pr.baselines import build_baseline
+
+            return build_baseline(row.baseline, **row.params)
+        from llm4pr.benchmarks.llm_row import TrainableLLM4PR
+
+        config = self._training_config(row, seed, protocol)
+        digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), row.signals], sort_keys=True).encode()).hexdigest()[:12]
+        return TrainableLLM4PR(config, data_dir, self.out / "runs" / protocol / digest, progress=self.progress)
+
     def _training_config(self, row: RowConfig, seed: int, protocol: Protocol) -> Any:
         """The row's training config: its file, then the protocol's overrides, then the row's own."""
         from llm4pr.training.config import TrainConfig
@@ -230,18 +262,6 @@ class Benchmark:
         raw = yaml.safe_load(Path(row.llm4pr).read_text(encoding="utf-8")) or {}  # type: ignore[arg-type]
         raw = deep_merge(raw, self.config.protocol_overrides.get(protocol, {}))
         return TrainConfig.model_validate(deep_merge(raw, {**row.overrides, "seed": seed}))
-
-    def _train_llm(self, protocol: Protocol, row: RowConfig, seed: int, data_dir: Path) -> tuple[Any, float | None]:
-        """The trained ranker and the seconds its run spent training (None if not recorded)."""
-        from llm4pr.inference.ranker import LLM4PRRanker
-        from llm4pr.training.trainer import Trainer, training_seconds
-
-        config = self._training_config(row, seed, protocol)
-        # Rows that train the same way (e.g. one model evaluated in two modes) share one run.
-        digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), row.signals], sort_keys=True).encode()).hexdigest()[:12]
-        run_dir = self.out / "runs" / protocol / digest
-        Trainer(config, data_dir, run_dir, progress=self.progress).run()
-        return LLM4PRRanker.from_pretrained(run_dir, batch_size=16), training_seconds(run_dir)
 
     # -- results -----------------------------------------------------------------------------------
 
@@ -266,7 +286,8 @@ def _subsample(requests: list[PostRankRequest], limit: int | None) -> list[PostR
     return subsample(requests, limit, seed=0)
 
 
-def _llm_costs(ranker: Any, requests: list[PostRankRequest], mode: str) -> dict[str, Any]:
+def _llm_costs(ranker: LLM4PRRanker, requests: list[PostRankRequest], mode: ServedMode) -> dict[str, Any]:
+    """What an LLM row's prompts cost: mean input tokens and the median latency per request."""
     from llm4pr.benchmarks.latency import per_request_latency
 
     latencies = per_request_latency(lambda batch: ranker.rank(batch, mode=mode), requests)

@@ -24,8 +24,7 @@ from transformers import DynamicCache
 
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs, full_attention_mask, position_ids
 from llm4pr.model.prompts import PromptBatch
-
-MODES = ("generate", "first_token", "unconstrained")
+from llm4pr.rankers.base import MODES, Mode
 
 
 @dataclass
@@ -52,7 +51,7 @@ def decode(
     inputs: Sequence[PromptInputs],
     identifier_ids: Sequence[int],
     n_candidates: Sequence[int],
-    mode: str = "generate",
+    mode: Mode = "generate",
     eos_token_id: int | None = None,
     prefix: KeyValueCache | None = None,
     cached_prefix: int = 0,

@@ -18,29 +18,34 @@ import torch
 from tqdm.auto import tqdm
 
 from llm4pr.data.requests import PostRankRequest, RankResult
-from llm4pr.inference.decoding import MODES, Decoded, PrefixCache, decode
+from llm4pr.data.schema import FeatureSchema
+from llm4pr.inference.decoding import Decoded, PrefixCache, decode
 from llm4pr.inference.window import apply_window, validate_window, window_schedule
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import Prompt, PromptBuilder, collate, entity_texts, shared_prefix
 from llm4pr.model.run_folder import resolve_checkpoint
-from llm4pr.rankers.base import Ranker, fallback_result
+from llm4pr.rankers.base import MODES, Mode, Ranker, fallback_result
 
 logger = logging.getLogger(__name__)
 
 
 class LLM4PRRanker(Ranker):
+    """The LLM's `Ranker`, over a model in memory or a checkpoint (its saved form, written by the
+    trainer and loaded by `from_pretrained`)."""
+
     name = "llm4pr"
 
     def __init__(
         self,
         model: LLM4PRModel,
         builder: PromptBuilder,
-        mode: str = "generate",
+        mode: Mode = "generate",
         batch_size: int = 8,
         window: int = 20,
         stride: int = 10,
         cache_prefix: bool = True,
         shifts: int = 1,
+        progress: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown inference mode '{mode}'; choose one of {', '.join(MODES)}")
@@ -57,6 +62,11 @@ class LLM4PRRanker(Ranker):
         self.window = window
         self.stride = stride
         self.prefix_cache = PrefixCache() if cache_prefix else None
+        self.progress = progress  # a progress bar per `rank` call (for commands, not for the server)
+
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.model.schema
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", quantize: str | None = None, **kwargs: object) -> "LLM4PRRanker":
@@ -72,10 +82,10 @@ class LLM4PRRanker(Ranker):
         builder = PromptBuilder(tokenizer, model.config.identifiers)
         return cls(model, builder, **kwargs)  # type: ignore[arg-type]
 
-    def rank(self, requests: Sequence[PostRankRequest], mode: str | None = None, progress: bool = False) -> list[RankResult]:
+    def rank(self, requests: Sequence[PostRankRequest], *, mode: Mode | None = None) -> list[RankResult]:
         mode = mode or self.mode
         results: list[RankResult] = []
-        bar = tqdm(total=len(requests), desc=f"ranking ({mode})", unit="req", disable=not progress)
+        bar = tqdm(total=len(requests), desc=f"ranking ({mode})", unit="req", disable=not self.progress)
         for chunk in _chunks(requests, self.batch_size):
             started = time.perf_counter()
             try:
@@ -95,7 +105,7 @@ class LLM4PRRanker(Ranker):
         """Input tokens of the request's (first window's) main-task prompt."""
         return len(self._prompt(request, list(range(min(len(request.candidates), self.window)))))
 
-    def _rank_batch(self, requests: Sequence[PostRankRequest], mode: str) -> list[RankResult]:
+    def _rank_batch(self, requests: Sequence[PostRankRequest], mode: Mode) -> list[RankResult]:
         orders = [list(range(len(r.candidates))) for r in requests]
         schedules = [window_schedule(len(r.candidates), self.window, self.stride) for r in requests]
         repaired = [False] * len(requests)
@@ -134,7 +144,7 @@ class LLM4PRRanker(Ranker):
             texts = entity_texts(self.model.schema, request.user, shown.history, shown.candidates)
         return self.builder.main_task(request.query, len(shown.history), len(shown.candidates), texts=texts)
 
-    def _decode(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: str) -> list[Decoded]:
+    def _decode(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: Mode) -> list[Decoded]:
         if mode != "first_token" or self.shifts == 1:
             return self._decode_once(requests, shown, mode)
         return self._decode_shift_averaged(requests, shown)
@@ -155,7 +165,7 @@ class LLM4PRRanker(Ranker):
                     total[index] += log_probs[slot] / self.shifts
         return [Decoded(order=sorted(range(len(t)), key=lambda i: -t[i]), scores=t) for t in totals]
 
-    def _decode_once(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: str) -> list[Decoded]:
+    def _decode_once(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: Mode) -> list[Decoded]:
         prompts, inputs = [], []
         for request, positions in zip(requests, shown, strict=True):
             prompts.append(self._prompt(request, positions))

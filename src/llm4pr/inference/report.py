@@ -30,10 +30,10 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
 
         ranker = LLM4PRRanker.from_pretrained(
             args.checkpoint, device=args.device, quantize=args.quantize, mode=args.mode, batch_size=args.batch_size, window=args.window,
-            stride=args.stride, shifts=args.shifts,
+            stride=args.stride, shifts=args.shifts, progress=True,
         )
-        requests = read_requests(args.data, ranker.model.schema)
-        run = ranker.rank(requests, progress=True)
+        requests = read_requests(args.data, ranker.schema)
+        run = ranker.rank(requests)
         extra = {"system": f"llm4pr ({args.checkpoint})", "mode": args.mode, "batch_size": args.batch_size, "quantize": args.quantize,
                  "shifts": args.shifts}
         extra.update(inference_statistics(run, [ranker.prompt_length(r) for r in requests]))

@@ -4,6 +4,10 @@ A valid request always gets a 200 with a permutation of ALL its candidates: the 
 or the ranking-stage order marked `fallback` when the model failed, the request's deadline
 passed, or the queue was full. Invalid input gets a 4xx JSON error naming the request id and
 the field; a 500 (also JSON, never a traceback) means a bug in this server.
+
+The ranker is any `Ranker` with a feature schema: an LLM4PR checkpoint or a saved baseline. A
+baseline has one ranking, so it answers every mode with it, and the answer's `mode` names the
+baseline (e.g. `lambdamart`): the caller sees what ranked.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,8 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm4pr import __version__
 from llm4pr.data.requests import Item, PostRankRequest, RankResult, User
-from llm4pr.data.schema import FeatureSchema
-from llm4pr.rankers.base import fallback_result
+from llm4pr.rankers.base import Mode, Ranker, ServedMode, fallback_result
 from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
 from llm4pr.serving.metrics import ServingMetrics
 from llm4pr.serving.schemas import (
@@ -56,7 +59,7 @@ from llm4pr.serving.schemas import (
     rerank_response_v2,
     rerank_text_feature,
 )
-from llm4pr.serving.settings import ServingMode, ServingSettings, is_loopback_host
+from llm4pr.serving.settings import ServingSettings, is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -65,26 +68,15 @@ WARM_UP_REQUEST = PostRankRequest(
 )
 
 
-class _HasSchema(Protocol):
-    schema: FeatureSchema
-
-
-class ServableRanker(Protocol):
-    """What the server needs of a ranker: `rank(requests, mode)` and the checkpoint's feature schema."""
-
-    @property
-    def model(self) -> _HasSchema: ...
-
-    def rank(self, requests: Sequence[PostRankRequest], mode: str | None = None) -> list[RankResult]: ...
-
-
 class Service:
     """The state behind the routes: the ranker, its batcher, metrics, readiness and the auth token."""
 
-    def __init__(self, ranker: ServableRanker, settings: ServingSettings) -> None:
+    def __init__(self, ranker: Ranker, settings: ServingSettings) -> None:
+        if ranker.schema is None:
+            raise ValueError(f"the server validates requests against the ranker's feature schema; {ranker.name!r} has none")
         self.ranker = ranker
         self.settings = settings
-        self.schema = ranker.model.schema
+        self.schema = ranker.schema
         self.text_feature = rerank_text_feature(self.schema)
         self.rerank_refusal = rerank_refusal(self.schema)
         # rerank scores compare only within one model pass: at most the ranker's window of documents
@@ -111,11 +103,11 @@ class Service:
         if result.fallback:
             logger.error("the model failed its warm-up request: %s", result.error)
 
-    def _rank_batch(self, requests: Sequence[PostRankRequest], mode: str) -> list[RankResult]:
+    def _rank_batch(self, requests: Sequence[PostRankRequest], mode: Mode) -> list[RankResult]:
         self.metrics.batch_size.observe(len(requests))
         return self.ranker.rank(requests, mode=mode)
 
-    async def rank(self, requests: Sequence[PostRankRequest], mode: str, started: float) -> list[PostRankResponse]:
+    async def rank(self, requests: Sequence[PostRankRequest], mode: Mode, started: float) -> list[PostRankResponse]:
         """Rank through the batcher; whatever is not ready by the deadline gets the fallback order."""
         futures = [self._submit(request, mode) for request in requests]
         waiting = [future for future in futures if future is not None]
@@ -140,7 +132,7 @@ class Service:
             answers.append(post_rank_response(result, mode, reason, (time.perf_counter() - started) * 1000.0))
         return answers
 
-    def _submit(self, request: PostRankRequest, mode: str) -> asyncio.Future[RankResult] | None:
+    def _submit(self, request: PostRankRequest, mode: Mode) -> asyncio.Future[RankResult] | None:
         """The request's future result, or None when the batcher cannot take it (full, not running)."""
         if self.batcher is None:
             return None
@@ -150,13 +142,13 @@ class Service:
             return None
 
 
-def create_app(ranker: ServableRanker, settings: ServingSettings | None = None) -> FastAPI:
+def create_app(ranker: Ranker, settings: ServingSettings | None = None) -> FastAPI:
     """The FastAPI app serving `ranker`; the batcher starts and stops with the app's lifespan."""
     service = Service(ranker, settings or ServingSettings())
     app = FastAPI(
         title="llm4pr post-ranking",
         version=__version__,
-        description="Post-ranks a search or recommendation candidate list with LLM4PR. See docs/serving.md.",
+        description="Post-ranks a search or recommendation candidate list with LLM4PR (or a saved baseline). See docs/serving.md.",
         lifespan=service.lifespan,
     )
     app.state.service = service
@@ -182,13 +174,15 @@ def serve(
     log_level: str = "info",
     quantize: str | None = None,
 ) -> None:
-    """Load a checkpoint and serve it with uvicorn until SIGINT/SIGTERM (then drain and exit)."""
+    """Load a saved ranker (an LLM4PR checkpoint or run folder, or a saved baseline; the LLM
+    options apply to checkpoints only) and serve it with uvicorn until SIGINT/SIGTERM (then drain
+    and exit)."""
     import uvicorn
 
-    from llm4pr.inference.ranker import LLM4PRRanker
+    from llm4pr.loading import load_ranker
 
     settings = settings or ServingSettings()
-    ranker = LLM4PRRanker.from_pretrained(
+    ranker = load_ranker(
         checkpoint, device=device, quantize=quantize, mode=settings.mode, batch_size=settings.max_batch_size, window=window, stride=stride
     )
     if not is_loopback_host(host) and not os.environ.get(settings.token_env):
@@ -210,7 +204,7 @@ def _service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(_service)]
-ModeQuery = Annotated[ServingMode | None, Query(description="inference mode; default from the server settings")]
+ModeQuery = Annotated[ServedMode | None, Query(description="inference mode; default from the server settings")]
 RerankMode = Literal["first_token"]
 Endpoint = Callable[..., Coroutine[Any, Any, Any]]
 RerankModeQuery = Annotated[

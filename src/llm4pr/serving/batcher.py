@@ -23,11 +23,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from llm4pr.data.requests import PostRankRequest, RankResult
-from llm4pr.rankers.base import fallback_result
+from llm4pr.rankers.base import Mode, fallback_result
 
 logger = logging.getLogger(__name__)
 
-RankFunction = Callable[[Sequence[PostRankRequest], str], list[RankResult]]
+RankFunction = Callable[[Sequence[PostRankRequest], Mode], list[RankResult]]
 
 
 class BatcherUnavailable(RuntimeError):
@@ -37,7 +37,7 @@ class BatcherUnavailable(RuntimeError):
 @dataclass
 class _Job:
     request: PostRankRequest
-    mode: str
+    mode: Mode
     enqueued: float = field(default_factory=time.monotonic)
     future: Future[RankResult] = field(default_factory=Future)
 
@@ -56,7 +56,7 @@ class MicroBatcher:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, request: PostRankRequest, mode: str) -> Future[RankResult]:
+    def submit(self, request: PostRankRequest, mode: Mode) -> Future[RankResult]:
         """Queue one request; raises BatcherUnavailable when full or closing."""
         job = _Job(request, mode)
         with self._condition:

@@ -30,7 +30,8 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.provenance import git_commit, provenance
-from llm4pr.serving.settings import DEFAULT_TOKEN_ENV, SERVING_MODES, is_loopback_host
+from llm4pr.rankers.base import SERVED_MODES
+from llm4pr.serving.settings import DEFAULT_TOKEN_ENV, is_loopback_host
 
 MAX_CONCURRENCY = 256
 MAX_DURATION_S = 600.0
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", required=True, type=Path, help="requests file (JSON lines, data-contract format)")
     parser.add_argument("--concurrency", type=_bounded(int, MAX_CONCURRENCY), default=16, help=f"clients in flight (1-{MAX_CONCURRENCY})")
     parser.add_argument("--duration", type=_bounded(float, MAX_DURATION_S), default=60.0, help=f"seconds (at most {MAX_DURATION_S:g})")
-    parser.add_argument("--mode", choices=SERVING_MODES, help="inference mode (default: the server's)")
+    parser.add_argument("--mode", choices=SERVED_MODES, help="inference mode (default: the server's)")
     parser.add_argument("--timeout", type=_bounded(float, MAX_DURATION_S), default=30.0, help="seconds per request")
     parser.add_argument("--token-env", default=DEFAULT_TOKEN_ENV, help="env var with the bearer token, if the server wants one")
     parser.add_argument("--allow-remote", action="store_true", help="allow a URL whose host is not loopback")

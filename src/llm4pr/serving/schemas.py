@@ -57,8 +57,8 @@ class PostRankResponse(BaseModel):
 
     request_id: str
     ranking: list[str]
-    scores: list[float] | None = Field(default=None, description="per ranked id (first_token mode), best first")
-    mode: str
+    scores: list[float] | None = Field(default=None, description="per ranked id (first_token mode, or a baseline's scores), best first")
+    mode: str = Field(description="the inference mode; for a saved baseline its name (one ranking for every mode)")
     fallback: bool = Field(description="true: the ranking-stage order, because ranking failed or was late")
     fallback_reason: FallbackReason | None = None
     latency_ms: float = Field(description="server time from receipt of the HTTP request to this answer")
@@ -239,11 +239,13 @@ def rerank_request(body: _RerankBodyBase, request_id: str, text_feature: str) ->
 
 
 def post_rank_response(result: RankResult, mode: str, reason: FallbackReason | None, latency_ms: float) -> PostRankResponse:
+    """The answer to one request ranked in `mode`; its `mode` is the one the ranker reports, when it
+    reports one (a baseline names itself: it has one ranking for every mode)."""
     return PostRankResponse(
         request_id=result.request_id,
         ranking=result.ranking,
         scores=result.scores,
-        mode=mode,
+        mode=result.mode or mode,
         fallback=reason is not None,
         fallback_reason=reason,
         latency_ms=round(latency_ms, 3),

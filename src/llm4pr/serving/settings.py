@@ -8,12 +8,11 @@ queue before a request reaches the model.
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ServingMode = Literal["generate", "first_token"]
-SERVING_MODES: tuple[str, ...] = get_args(ServingMode)
+from llm4pr.rankers.base import ServedMode
+
 DEFAULT_TOKEN_ENV = "LLM4PR_API_TOKEN"
 
 
@@ -22,7 +21,7 @@ class ServingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: ServingMode = Field(default="generate", description="inference mode when a request names none")
+    mode: ServedMode = Field(default="generate", description="inference mode when a request names none (a baseline has one ranking for every mode)")
     model_name: str = Field(default="llm4pr", min_length=1, description="the name /v1/rerank reports as `model`")
     max_batch_size: int = Field(default=8, ge=1, le=256, description="requests ranked together in one model call")
     max_wait_ms: float = Field(default=5.0, ge=0, le=1000, description="how long the first queued request waits for others")
