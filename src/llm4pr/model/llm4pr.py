@@ -64,7 +64,7 @@ class ModelConfig(BaseModel):
         default=True, description="add the user's label of each history item, relative to the history's mean (model/request_context.py)"
     )
     candidate_prior: bool = Field(
-        default=False,
+        default=True,
         description="add a linear read-out of each candidate's soft token to its identifier's logit at every "
         "answer position: a direct path from the features to the ranking (model/llm4pr.py, docs/decisions.md)",
     )
