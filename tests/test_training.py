@@ -281,3 +281,29 @@ def assert_provenance(record: dict) -> None:  # type: ignore[type-arg]
     assert record["libraries"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert {"transformers", "peft", "llm4pr"} <= record["libraries"].keys()
     assert "commit" in record and record["command"] and record["finished"].startswith("20")
+
+
+def test_demo_trains_one_run_per_config_and_reports_the_test_split(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    """`make demo` after an update that changed the defaults trains afresh instead of refusing the old run."""
+    import shutil
+
+    import yaml
+
+    from llm4pr.demo import run_demo
+
+    out = tmp_path / "demo"
+    shutil.copytree(data_dir, out / "data")
+    (out / "data" / "prepare.json").write_text("{}")  # prepared: the demo reuses it
+    config_path = tmp_path / "quick.yaml"
+    small = {"adaptation": {"steps": 1, "batch_size": 2}, "post_rank": {"steps": 1, "batch_size": 2}}
+    config_path.write_text(yaml.safe_dump(tiny_config(tiny_backbone_dir, **small).model_dump(mode="json")))
+    reports = run_demo(out, config_path)
+    assert set(reports) == {"ranking-stage order", "llm4pr (generate)", "llm4pr (first_token)"}
+    first_runs = sorted(p.name for p in out.glob("run-*"))
+    assert len(first_runs) == 1
+    report = json.loads((out / "demo_report.json").read_text())
+    assert report["test_requests"] == len(read_requests(data_dir / "test.jsonl")) and report["run"].endswith(first_runs[0])
+    assert_provenance(report["provenance"])
+    config_path.write_text(yaml.safe_dump(tiny_config(tiny_backbone_dir, seed=1, **small).model_dump(mode="json")))
+    run_demo(out, config_path)
+    assert len(list(out.glob("run-*"))) == 2

@@ -8,6 +8,8 @@ reuses what an earlier run left in the output folder, so an interrupted demo res
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,11 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     config_path = config_path or DEFAULT_CONFIG
     if not config_path.is_file():
         raise DataError(f"{config_path}: training config not found (run the demo from the repository root, or pass --config)")
-    data_dir, run_dir = out / "data", out / "run"
+    config = TrainConfig.load(config_path)
+    # One run folder per config: a rerun with the same config resumes (or reuses) its run, a
+    # changed config (new defaults after an update) trains afresh beside the old one.
+    digest = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
+    data_dir, run_dir = out / "data", out / f"run-{digest}"
     started = time.perf_counter()
     commit = git_commit()
     if not (data_dir / "prepare.json").is_file():
@@ -43,7 +49,7 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     test = read_requests(data_dir / "test.jsonl")
 
     print("[2/4] training (feature adaptation, then learning to post-rank) ...")
-    Trainer(TrainConfig.load(config_path), data_dir, run_dir).run()
+    Trainer(config, data_dir, run_dir).run()
 
     print(f"[3/4] post-ranking the {len(test)} test requests ...")
     ranker = LLM4PRRanker.from_pretrained(run_dir, batch_size=16, progress=True)
@@ -51,7 +57,7 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     for mode in SERVED_MODES:
         runs[f"llm4pr ({mode})"] = ranker.rank(test, mode=mode)
     reports = {name: evaluate_run(test, run) for name, run in runs.items()}
-    summary = {"test_requests": len(test), "reports": reports, "wall_time_s": round(time.perf_counter() - started, 1), "provenance": provenance(commit)}
+    summary = {"config": str(config_path), "run": str(run_dir), "test_requests": len(test), "reports": reports, "wall_time_s": round(time.perf_counter() - started, 1), "provenance": provenance(commit)}
     write_json(out / "demo_report.json", summary)
 
     print("[4/4] results on the ML-100K test split")
