@@ -215,7 +215,10 @@ def test_a_prepared_data_folder_is_benchmarked_as_it_is(tmp_path: Path) -> None:
     assert results["complete"] and results["config"]["data"] == str(data) and not (out / "data").exists()  # read in place
     assert rows["item quality"]["mean"]["ndcg@3"] > rows["ranking-stage order"]["mean"]["ndcg@3"]
     record = json.loads((out / "rows" / "input" / "lambdamart" / "seed0.json").read_text())
-    assert list(record) == ["row", "protocol", "seed", "signals", "metrics", "n_test", "n_train", "train_s", "fallbacks", "provenance"]
+    assert list(record) == ["row", "protocol", "seed", "signals", "metrics", "n_test", "n_train", "train_s", "fallbacks", "wall_s", "provenance"]
+    assert record["wall_s"] >= record["train_s"] >= 0
+    markdown = (out / "results.md").read_text()
+    assert "sample standard deviation" in markdown and "h of training summed over the runs" in markdown
     assert (record["n_train"], record["n_test"], record["fallbacks"]) == (60, 12, 0)
     with pytest.raises(ValueError, match="give 'source' .* or 'data' .*, not both"):
         BenchmarkConfig.model_validate({**config, "source": "recbole"})

@@ -239,6 +239,8 @@ class Benchmark:
             "train_s": round(train_s, 1),
             "fallbacks": sum(r.fallback for r in run),
             **extra,
+            # what this row cost this time: fitting (or reusing a shared run), ranking, latency probe
+            "wall_s": round(time.perf_counter() - started, 1),
             "provenance": provenance(self._commit),
         }
 
@@ -313,6 +315,8 @@ def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]]) -> di
         "mean": {},
         "std": {},
         "train_s_mean": round(statistics.fmean(s["train_s"] for s in seeds), 1),
+        "wall_s_total": round(sum(s.get("wall_s", 0.0) for s in seeds), 1),
+        "wall_s_unrecorded": sum("wall_s" not in s for s in seeds),  # row files written before wall_s existed
     }
     for metric in HEADLINE_METRICS:
         values = [s["metrics"][metric] for s in seeds if s["metrics"].get(metric) is not None]
@@ -345,9 +349,28 @@ def results_markdown(results: dict[str, Any]) -> str:
                 + f" | {tokens} | {latency} | {row['train_s_mean']:.0f} | {_seeds_cell(row)} |"
             )
         lines.append("")
+    lines += [
+        "Mean ± sample standard deviation (n - 1) over the seeds. A deterministic row (the heuristics,"
+        " LightGBM's LambdaMART without bagging) gives the same model for every seed: its std is 0.",
+        "",
+    ]
     if any(_one_run_for_all_seeds(row) for row in results["rows"]):
         lines += ["\\* trains nothing, so one run serves every seed (its ranking does not depend on the seed).", ""]
+    lines += [_cost_line(results["rows"]), ""]
     return "\n".join(lines)
+
+
+def _cost_line(rows: list[dict[str, Any]]) -> str:
+    """The benchmark's total cost, as its row files recorded it."""
+    training = sum(row["train_s_mean"] * row.get("runs", len(row["seeds"])) for row in rows) / 3600
+    wall = sum(row.get("wall_s_total", 0.0) for row in rows) / 3600
+    unrecorded = sum(row.get("wall_s_unrecorded", len(row["seeds"])) for row in rows)
+    runs = sum(len(row["seeds"]) for row in rows)
+    return (
+        f"Cost: {training:.1f} h of training summed over the runs (a row that shares another row's training run, as"
+        f" `first_token` does, counts it again); {wall:.1f} h of wall time for the {runs - unrecorded} of {runs} runs"
+        " that record it (fit, rank, latency probe). Each row file's provenance names its machine."
+    )
 
 
 def _one_run_for_all_seeds(row: dict[str, Any]) -> bool:
