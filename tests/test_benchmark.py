@@ -238,6 +238,7 @@ def test_the_committed_row_files_still_make_the_committed_table(monkeypatch: pyt
 def test_an_llm_row_fits_by_training_and_saves_its_checkpoint(tmp_path: Path, llm_config: Path) -> None:
     from llm4pr.benchmarks.llm_row import TrainableLLM4PR
     from llm4pr.data.jsonl import read_requests
+    from llm4pr.inference.config import InferenceConfig
     from llm4pr.loading import load_ranker
     from llm4pr.training.config import TrainConfig
     from toy import TOY_SCHEMA
@@ -250,7 +251,7 @@ def test_an_llm_row_fits_by_training_and_saves_its_checkpoint(tmp_path: Path, ll
     ranker.fit(read_requests(data / "train.jsonl", TOY_SCHEMA), TOY_SCHEMA)
     assert ranker.schema == TOY_SCHEMA and ranker.train_seconds is not None
     ranker.save(tmp_path / "saved")
-    loaded = load_ranker(tmp_path / "saved", batch_size=16)
+    loaded = load_ranker(tmp_path / "saved", InferenceConfig(batch_size=16))
     assert [r.ranking for r in loaded.rank(test, mode="first_token")] == [r.ranking for r in ranker.rank(test, mode="first_token")]
     with pytest.raises(DataError, match="exists and is not empty"):
         ranker.save(data)

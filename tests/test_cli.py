@@ -101,3 +101,36 @@ def test_a_folder_that_is_no_ranker_is_a_clear_error(tmp_path: Path, capsys: pyt
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "x").exists() and (data / "train.jsonl").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--window", "10", "--stride", "10"], "--stride: must be smaller than the window (10), got 10"),
+        (["--shifts", "3"], "--shifts: 3 shifts need mode 'first_token'"),
+        (["--batch-size", "0", "--window", "1"], "--batch-size: Input should be greater than or equal to 1; --window: Input should be"),
+    ],
+)
+def test_bad_inference_options_are_one_error_line_naming_them(flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_toy_data(tmp_path / "data")
+    commands = [
+        ["rank", "--checkpoint", str(tmp_path), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "run.jsonl")],
+        ["rank", "--engine", "ray", "--checkpoint", str(tmp_path), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "out")],
+        ["evaluate", "--checkpoint", str(tmp_path), "--data", str(data / "test.jsonl")],
+    ]
+    for command in commands:
+        assert main([*command, *flags]) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("error: invalid inference settings: ") and message in err and "Traceback" not in err, (command, err)
+    assert not (tmp_path / "run.jsonl").exists() and not (tmp_path / "out").exists()
+
+
+def test_serve_passes_the_inference_flags_and_refuses_bad_ones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    seen: dict = {}
+    monkeypatch.setattr(llm4pr.serving, "serve", lambda checkpoint, **kwargs: seen.update(kwargs))
+    assert main(["serve", "--checkpoint", str(tmp_path), "--mode", "first_token", "--window", "6", "--stride", "3", "--quantize", "int8"]) == 0
+    inference = seen["inference"]
+    assert (inference.mode, inference.window, inference.stride, inference.quantize, inference.device) == ("first_token", 6, 3, "int8", "cpu")
+    assert main(["serve", "--checkpoint", str(tmp_path), "--window", "6", "--stride", "8"]) == 2
+    assert "error: invalid inference settings: --stride: must be smaller than the window (6), got 8" in capsys.readouterr().err

@@ -10,13 +10,17 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+import llm4pr.inference.ranker as ranker_module
+from llm4pr.data.errors import DataError, format_validation_error
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.features.encoders import EntityEncoder, FeatureStats, FieldInfo
 from llm4pr.features.text_encoder import load_text_encoder
-from llm4pr.inference.decoding import decode, repair
+from llm4pr.inference.config import InferenceConfig
+from llm4pr.inference.decoding import Decoded, decode, repair
 from llm4pr.inference.ranker import LLM4PRRanker
-from llm4pr.inference.window import sliding_window_rank, validate_window, window_schedule
+from llm4pr.inference.window import sliding_window_rank, window_schedule
 from llm4pr.model.backbone import BackboneError, tiny_backbone
 from llm4pr.model.factory import add_lora, build_model
 from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig, PromptInputs
@@ -282,25 +286,101 @@ def test_batched_and_single_rankings_are_identical(tiny: tuple[LLM4PRModel, Prom
             assert b.scores == pytest.approx(s.scores, abs=1e-4)
 
 
-def test_sliding_window_on_sixty_candidates(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+def by_hidden_score(hidden: list[int], positions: list[int]) -> list[int]:
+    """An oracle's window order: the window's positions sorted by a hidden score, best first."""
+    return sorted(range(len(positions)), key=lambda i: -hidden[positions[i]])
+
+
+def test_sliding_window_on_sixty_candidates(tiny: tuple[LLM4PRModel, PromptBuilder], monkeypatch: pytest.MonkeyPatch) -> None:
     assert window_schedule(60, 20, 10) == [(40, 60), (30, 50), (20, 40), (10, 30), (0, 20)]
     assert window_schedule(5, 20, 10) == [(0, 5)]
     # an oracle that sorts each window by a hidden score: the best items rise to the top in one pass
     hidden = random.Random(0).sample(range(60), 60)
-    order = sliding_window_rank(60, 20, 10, lambda positions: sorted(range(len(positions)), key=lambda i: -hidden[positions[i]]))
+    [order] = sliding_window_rank([60], 20, 10, lambda _, shown: [by_hidden_score(hidden, positions) for positions in shown])
     assert sorted(order) == list(range(60))
     assert [hidden[p] for p in order[:10]] == sorted(hidden, reverse=True)[:10]
+    # the served path: the ranker's own windows over a 60-candidate request, decoded by the model...
     model, builder = tiny
     request = toy_requests(1, n_candidates=60, n_items=80)[0]
-    result = LLM4PRRanker(model, builder, window=20, stride=10).rank([request])[0]
+    ranker = LLM4PRRanker(model, builder, window=20, stride=10)
+    result = ranker.rank([request])[0]
     assert sorted(result.ranking) == sorted(request.candidate_ids) and not result.fallback
+    # ... and by the oracle, in place of the model: the same property holds for what is served
+    monkeypatch.setattr(ranker, "_decode", lambda requests, shown, mode: [Decoded(order=by_hidden_score(hidden, p)) for p in shown])
+    served = ranker.rank([request])[0]
+    assert [request.candidate_ids.index(c) for c in served.ranking] == order
 
 
-def test_window_validation() -> None:
-    with pytest.raises(ValueError, match="window must be between 2 and 26"):
-        validate_window(30, 10, 26)
-    with pytest.raises(ValueError, match="stride must be at least 1 and smaller than the window"):
-        validate_window(20, 20, 26)
+def test_sliding_windows_of_a_batch_advance_together() -> None:
+    """Each round ranks one window of every list that has one left, in one call; each list ends
+    as if it had been ranked alone."""
+    sizes = [60, 5, 35]
+    hidden = [random.Random(k).sample(range(n), n) for k, n in enumerate(sizes)]
+    calls: list[list[int]] = []
+
+    def oracle(active: list[int], shown: list[list[int]]) -> list[list[int]]:
+        calls.append(active)
+        return [by_hidden_score(hidden[k], positions) for k, positions in zip(active, shown, strict=True)]
+
+    together = sliding_window_rank(sizes, 20, 10, oracle)
+    assert calls == [[0, 1, 2], [0, 2], [0, 2], [0], [0]]
+    for k, n in enumerate(sizes):
+        alone = sliding_window_rank([n], 20, 10, lambda _, shown, k=k: [by_hidden_score(hidden[k], p) for p in shown])  # type: ignore[misc]
+        assert together[k] == alone[0]
+
+
+def test_inference_config_refuses_bad_settings_and_combinations(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
+    def problems(**settings: object) -> str:
+        with pytest.raises(ValidationError) as caught:
+            InferenceConfig(**settings)  # type: ignore[arg-type]
+        return format_validation_error(caught.value)
+
+    assert problems(window=20, stride=20) == "stride: must be smaller than the window (20), got 20"
+    assert problems(shifts=3).startswith("shifts: 3 shifts need mode 'first_token'")
+    assert problems(window=1) == "window: Input should be greater than or equal to 2"
+    assert problems(mode="beam").startswith("mode: Input should be 'generate', 'first_token' or 'unconstrained'")
+    assert problems(windw=5) == "windw: Extra inputs are not permitted"
+    assert InferenceConfig(mode="first_token", shifts=3).shifts == 3
+    with pytest.raises(ValidationError, match="shifts need mode 'first_token'"):
+        InferenceConfig(mode="first_token", shifts=3).replace(mode="generate")  # a copy is validated too
+    model, builder = tiny
+    with pytest.raises(DataError, match="window 30 is more than the model's 26 candidate identifiers"):
+        LLM4PRRanker(model, builder, InferenceConfig(window=30))
+    ranker = LLM4PRRanker(model, builder, InferenceConfig(mode="first_token", batch_size=3), window=6, stride=2)
+    assert ranker.config == InferenceConfig(mode="first_token", batch_size=3, window=6, stride=2)  # keywords override the config
+
+
+@pytest.mark.parametrize("prompt_style", ["soft", "text"])
+def test_a_training_example_shows_the_request_as_the_ranker_does(
+    tiny: tuple[LLM4PRModel, PromptBuilder], monkeypatch: pytest.MonkeyPatch, prompt_style: str
+) -> None:
+    """The main-task example's prompt, up to its answer, and its entities are exactly what the
+    ranker feeds the model for the same request with its candidates in the same order."""
+    model, builder = tiny
+    config = model.config.model_copy(update={"prompt_style": prompt_style, "max_history": 2})
+    model = LLM4PRModel(config, TOY_SCHEMA, model.stats, model.backbone, model.text_encoder)
+    request = toy_requests(1, n_candidates=6)[0]
+    assert len(request.history) > config.max_history  # the history is cut the same way
+    factory = ExampleFactory(builder, TOY_SCHEMA, config.max_history, shuffle_candidates=True, prompt_style=prompt_style)
+    example = factory.main(request, random.Random(0))
+    shown = request.model_copy(update={"candidates": list(example.inputs.candidates)})  # the example's (shuffled) order
+    assert shown.candidate_ids != request.candidate_ids
+    fed = []
+
+    def recording_decode(*args: object, **kwargs: object) -> list[Decoded]:
+        fed.append(args[1:3])  # the batch and the entities
+        return decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ranker_module, "decode", recording_decode)
+    LLM4PRRanker(model, builder, cache_prefix=False).rank([shown])
+    [(batch, inputs)] = fed
+    prompt = example.prompt
+    assert batch.input_ids[0].tolist() == prompt.input_ids[: prompt.answer_start]
+    assert batch.answer_start.tolist() == [prompt.answer_start]
+    assert batch.slot_sources == [prompt.slot_sources]
+    assert batch.slot_position.tolist() == prompt.slot_positions
+    assert batch.slot_binding.tolist() == prompt.slot_bindings
+    assert inputs == [example.inputs]
 
 
 def test_model_failure_falls_back_to_the_ranking_stage_order(tiny: tuple[LLM4PRModel, PromptBuilder], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -416,7 +496,7 @@ def test_int8_decoder_keeps_rankings_valid_and_scores_close(tmp_path) -> None:  
     assert torch.corrcoef(torch.stack([exact, approx]))[0, 1] > 0.9  # int8 noise, not a different model
     for request, result in zip(requests, quantized):
         assert sorted(result.ranking) == sorted(request.candidate_ids) and not result.fallback
-    with pytest.raises(ValueError, match="unknown quantization 'int4'"):
+    with pytest.raises(ValueError, match="quantize"):
         LLM4PRRanker.from_pretrained(tmp_path / "checkpoint", quantize="int4")
 
 

@@ -15,6 +15,7 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import dumps_line, read_run
 from llm4pr.data.requests import RankResult
 from llm4pr.features.encoders import FeatureStats
+from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.ray_batch import rank_with_ray, read_results
 from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import add_lora, build_model
@@ -23,7 +24,7 @@ from tiny import save_tiny_backbone
 from toy import TOY_SCHEMA, toy_requests
 
 pytestmark = pytest.mark.slow
-OPTIONS = {"mode": "first_token", "batch_size": 4, "window": 20, "stride": 10}
+OPTIONS = InferenceConfig(mode="first_token", batch_size=4, window=20, stride=10)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from llm4pr.baselines import LambdaMARTRanker
 from llm4pr.data.jsonl import write_jsonl
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
+from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.features.text_encoder import load_text_encoder
@@ -272,10 +273,10 @@ def test_serve_loads_a_checkpoint_and_runs_uvicorn_on_loopback(tmp_path: Path, m
     save_checkpoint(model, tmp_path / "run" / "model")
     captured: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(app=app, **kwargs))
-    serve(tmp_path / "run", port=8123, settings=settings_for_tests(max_batch_size=3, drain_timeout_s=2.5), window=6, stride=3)
+    serve(tmp_path / "run", port=8123, settings=settings_for_tests(max_batch_size=3, drain_timeout_s=2.5), inference=InferenceConfig(window=6, stride=3))
     assert (captured["host"], captured["port"], captured["timeout_graceful_shutdown"]) == ("127.0.0.1", 8123, 3)
     ranker = captured["app"].state.service.ranker
-    assert (ranker.batch_size, ranker.window, ranker.stride) == (3, 6, 3)
+    assert (ranker.config.batch_size, ranker.config.window, ranker.config.stride) == (3, 6, 3)
     with TestClient(captured["app"]) as client:
         body = request_json(n_candidates=8)
         answer = client.post("/v1/post-rank", json=body).json()
@@ -289,7 +290,7 @@ def test_serve_answers_with_a_saved_lambdamart_in_every_mode(tmp_path: Path, mon
     lambdamart.fit(toy_requests(60, seed=1), TOY_SCHEMA).save(tmp_path / "lambdamart")
     captured: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(app=app, **kwargs))
-    serve(tmp_path / "lambdamart", settings=settings_for_tests(mode="first_token"), quantize="int8")  # LLM options do not apply
+    serve(tmp_path / "lambdamart", settings=settings_for_tests(mode="first_token"), inference=InferenceConfig(quantize="int8"))  # LLM options do not apply
     assert isinstance(captured["app"].state.service.ranker, LambdaMARTRanker)
     bodies = [request_json(f"r{i}", 4 + i, seed=i) for i in range(3)]
     expected = lambdamart.rank([PostRankRequest.model_validate(body) for body in bodies])
@@ -752,9 +753,9 @@ def test_rerank_refuses_generate_mode_and_more_documents_than_one_window(text_ra
             response = client.post(endpoint, params={"mode": "generate"}, json=body)
             assert response.status_code == 422 and "query.mode: Input should be 'first_token'" in response.json()["error"]["message"]
             assert client.post(endpoint, params={"mode": "first_token"}, json=body).status_code == 200
-            response = client.post(endpoint, json={**body, "documents": ["d"] * (text_ranker.window + 1)})
+            response = client.post(endpoint, json={**body, "documents": ["d"] * (text_ranker.config.window + 1)})
             assert response.status_code == 413, response.text
-            assert f"exceed the {text_ranker.window} that the model scores in one pass" in response.json()["error"]["message"]
+            assert f"exceed the {text_ranker.config.window} that the model scores in one pass" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

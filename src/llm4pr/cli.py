@@ -1,8 +1,10 @@
 """The `llm4pr` command line: prepare data, train, fit baselines, rank, evaluate, serve, demo.
 
-Each subcommand is a thin layer over a library function. Bad input ends with one clear
+Each subcommand is a thin layer over a library function: a small builder (`_add_rank`) declares
+its flags, next to the handler (`_rank`) that calls the library. Bad input ends with one clear
 `error: ...` line on stderr and exit status 2, never a traceback; heavy modules (torch,
-transformers) are imported only by the subcommands that need them.
+transformers) are imported only by the subcommands that need them. The inference flags of `rank`,
+`evaluate`, `serve` and `bench-latency` make one validated `InferenceConfig`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,17 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias, get_args
 
-from llm4pr.data.errors import DataError
+from pydantic import ValidationError
+
+from llm4pr.data.errors import DataError, format_validation_error
+from llm4pr.inference.config import InferenceConfig, Quantization
 from llm4pr.rankers.base import MODES, SERVED_MODES
 
 EXIT_BAD_INPUT = 2
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+INFERENCE_DEFAULTS = InferenceConfig()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,11 +58,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm4pr", description="LLM4PR post-ranking: data, training, ranking, evaluation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data(commands)
+    _add_evaluate(commands)
+    _add_evaluate_adaptation(commands)
+    _add_train(commands)
+    _add_fit_baseline(commands)
+    _add_rank(commands)
+    _add_serve(commands)
+    _add_bench_latency(commands)
+    _add_benchmark(commands)
+    _add_study(commands)
+    _add_demo(commands)
+    return parser
 
+
+# --- llm4pr data prepare DATASET ----------------------------------------------------------------
+
+
+def _add_data(commands: Commands) -> None:
     data = commands.add_parser("data", help="prepare datasets in the request format")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     prepare = data_commands.add_parser("prepare", help="convert a dataset into train/valid/test requests")
     datasets = prepare.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    _add_prepare_movielens(datasets)
+    _add_prepare_kuaisar(datasets)
+    _add_prepare_beir(datasets)
+    _add_prepare_letor(datasets)
+    _add_prepare_semanlink(datasets)
+
+
+def _add_prepare_movielens(datasets: Commands) -> None:
     movielens = datasets.add_parser("movielens", help="MovieLens 100K/1M (the paper's protocol)")
     movielens.add_argument("--source", required=True, help="'recbole' (ML-100K from the recbole wheel) or a folder")
     movielens.add_argument("--out", required=True, type=Path, help="output folder")
@@ -63,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     movielens.add_argument("--segment-length", type=int, default=5)
     movielens.set_defaults(handler=_prepare_movielens)
 
+
+def _prepare_movielens(args: argparse.Namespace) -> int:
+    from llm4pr.data.movielens import prepare_movielens
+
+    report = prepare_movielens(args.source, args.out, seed=args.seed, history_length=args.history_length, segment_length=args.segment_length)
+    _print_prepare_report(args.out, report)
+    print(f"{report['counts']['users']} users, {report['counts']['items']} items, {report['counts']['interactions']} interactions")
+    return 0
+
+
+def _add_prepare_kuaisar(datasets: Commands) -> None:
     kuaisar = datasets.add_parser("kuaisar", help="KuaiSAR search sessions (docs/datasets.md)")
     kuaisar.add_argument("--source", required=True, help="the release folder, or a URL of its zip")
     kuaisar.add_argument("--out", required=True, type=Path)
@@ -73,168 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     kuaisar.add_argument("--history-length", type=int, default=10)
     _add_converter_arguments(kuaisar)
     kuaisar.set_defaults(handler=_prepare_kuaisar)
-
-    beir = datasets.add_parser("beir", help="a BEIR folder plus a first-stage TREC run (docs/datasets.md)")
-    beir.add_argument("--source", required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/")
-    beir.add_argument("--run", required=True, type=Path, help="TREC run file of the first stage (e.g. BM25 top-100)")
-    beir.add_argument("--out", required=True, type=Path)
-    _add_converter_arguments(beir)
-    beir.set_defaults(handler=_prepare_beir)
-
-    letor = datasets.add_parser("letor", help="LETOR / svmlight feature files (docs/datasets.md)")
-    letor.add_argument("--source", required=True, help="a file, a folder of train/vali/test files, or a URL")
-    letor.add_argument("--out", required=True, type=Path)
-    letor.add_argument("--split-ratio", type=float, nargs=3, default=(0.0, 0.0, 1.0), metavar=("TRAIN", "VALID", "TEST"))
-    letor.add_argument("--seed", type=int, default=0)
-    _add_converter_arguments(letor)
-    letor.set_defaults(handler=_prepare_letor)
-
-    semanlink = datasets.add_parser("semanlink", help="Semanlink arXiv tags from the cherche 2.2.1 sdist, BM25 candidates (docs/datasets.md)")
-    semanlink.add_argument("--source", required=True, help="the sdist's cherche/data/semanlink folder (arxiv.json, tags.json), or a folder above it")
-    semanlink.add_argument("--out", required=True, type=Path)
-    semanlink.add_argument("--depth", type=int, default=20, help="BM25 candidates per query (default: 20, the model's window)")
-    semanlink.add_argument("--split-ratio", type=float, nargs=3, default=(0.5, 0.2, 0.3), metavar=("TRAIN", "VALID", "TEST"))
-    semanlink.add_argument("--seed", type=int, default=0, help="seed of the query split's hash")
-    semanlink.set_defaults(handler=_prepare_semanlink)
-
-    evaluate = commands.add_parser("evaluate", help="score a run file or a checkpoint on labelled requests")
-    evaluate.add_argument("--data", required=True, type=Path, help="labelled requests (JSON lines)")
-    source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="a run file, or 'initial' for the ranking-stage order")
-    source.add_argument("--checkpoint", type=Path, help="a checkpoint or training run folder")
-    evaluate.add_argument("--out", type=Path, help="write the report here (JSON)")
-    evaluate.add_argument("--k", type=int, nargs="+", default=[3, 5], help="cut-offs (default: 3 5)")
-    evaluate.add_argument("--gain", choices=["exponential", "linear"], default="exponential")
-    evaluate.add_argument("--threshold", type=float, help="relevant = label >= threshold (default: the request's max label)")
-    _add_inference_arguments(evaluate)
-    evaluate.set_defaults(handler=_evaluate)
-
-    adaptation = commands.add_parser(
-        "evaluate-adaptation", help="how much of the features the LLM reads back from the soft tokens (the paper's FA check)"
-    )
-    adaptation.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint, or a training run folder (uses its adaptation/)")
-    adaptation.add_argument("--data", required=True, type=Path, help="labelled requests (JSON lines); one random candidate of each is read back")
-    adaptation.add_argument("--items", type=int, default=200, help="how many requests (one item each) to read back")
-    adaptation.add_argument("--seed", type=int, default=0, help="which candidate of each request")
-    adaptation.add_argument("--batch-size", type=int, default=16)
-    adaptation.add_argument("--device", default="cpu")
-    adaptation.add_argument("--out", type=Path, help="write the report here (JSON)")
-    adaptation.set_defaults(handler=_evaluate_adaptation)
-
-    train = commands.add_parser("train", help="feature adaptation, then learning to post-rank (resumes --out)")
-    train.add_argument("--config", required=True, type=Path, help="YAML training config (see configs/)")
-    train.add_argument("--data", required=True, type=Path, help="folder with train.jsonl, valid.jsonl, schema.json")
-    train.add_argument("--out", required=True, type=Path, help="run folder (created, or resumed if it exists)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                       help="override a config value (repeatable), e.g. --set post_rank.steps=500")
-    train.add_argument("--stage", choices=["all", "adaptation", "post_rank"], default="all")
-    train.add_argument("--device", choices=["auto", "cpu"], default="auto",
-                       help="auto: Accelerate picks (a GPU per process where there is one); cpu: CPU only")
-    train.add_argument("--num-processes", type=int, default=1,
-                       help="data-parallel processes on this machine (runs `accelerate launch`; see docs/scaling.md)")
-    train.set_defaults(handler=_train)
-
-    fit_baseline = commands.add_parser("fit-baseline", help="fit a baseline on a prepared data folder and save it (for rank and serve)")
-    fit_baseline.add_argument("--baseline", required=True, metavar="NAME", help="a baseline of docs/baselines.md, e.g. lambdamart")
-    fit_baseline.add_argument("--data", required=True, type=Path,
-                              help="prepared data folder: train.jsonl, schema.json, and valid.jsonl for early stopping")
-    fit_baseline.add_argument("--out", required=True, type=Path, help="the saved ranker's folder (created, or replaced if it holds one)")
-    fit_baseline.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
-                              help="a constructor argument (repeatable; the value is read as YAML), e.g. --set n_estimators=200")
-    fit_baseline.add_argument("--seed", type=int, default=0)
-    fit_baseline.set_defaults(handler=_fit_baseline)
-
-    rank = commands.add_parser("rank", help="post-rank requests with a saved ranker: a checkpoint or a saved baseline (here, or on Ray)")
-    rank.add_argument("--checkpoint", required=True, type=Path,
-                      help="an llm4pr checkpoint or training run folder, or a saved baseline (llm4pr fit-baseline)")
-    rank.add_argument("--input", required=True, help="requests: a JSON-lines file; with --engine ray also a folder or glob of .jsonl/.parquet files")
-    rank.add_argument("--output", required=True, type=Path, help="run file to write (JSON lines); with --engine ray a folder of shards")
-    rank.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: Ray Data over a cluster or local Ray (docs/scaling.md)")
-    ray_options = rank.add_argument_group("--engine ray")
-    ray_options.add_argument("--workers", type=int, default=1, help="ranking actors (each loads the model once)")
-    ray_options.add_argument("--cpus-per-worker", type=float, default=1.0)
-    ray_options.add_argument("--gpus-per-worker", type=float, default=0.0)
-    ray_options.add_argument("--ray-batch-size", type=int, default=64, help="requests per Ray Data batch")
-    ray_options.add_argument("--output-format", choices=["jsonl", "parquet"], help="default: the input's format")
-    ray_options.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray)")
-    _add_inference_arguments(rank)
-    rank.set_defaults(handler=_rank)
-
-    serve = commands.add_parser("serve", help="the HTTP post-ranking service (docs/serving.md)")
-    serve.add_argument("--checkpoint", required=True, type=Path,
-                       help="an llm4pr checkpoint or training run folder, or a saved baseline (llm4pr fit-baseline)")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--device", default="cpu")
-    serve.add_argument("--quantize", choices=["int8"], help="int8: dynamic int8 decoder for CPU inference")
-    serve.add_argument("--mode", choices=SERVED_MODES, help="default inference mode")
-    serve.add_argument("--max-batch-size", type=int)
-    serve.add_argument("--max-wait-ms", type=float)
-    serve.add_argument("--deadline-ms", type=float)
-    serve.add_argument("--max-candidates", type=int)
-    serve.add_argument("--window", type=int, default=20)
-    serve.add_argument("--stride", type=int, default=10)
-    serve.set_defaults(handler=_serve)
-
-    latency = commands.add_parser("bench-latency", help="tokens, latency and throughput per inference mode (one run)")
-    latency.add_argument("--checkpoint", required=True, type=Path)
-    latency.add_argument("--data", required=True, type=Path, help="requests to time (JSON lines)")
-    latency.add_argument("--out", type=Path, help="write the report here (JSON)")
-    latency.add_argument("--requests", type=int, default=100, help="how many requests to time")
-    latency.add_argument("--device", default="cpu")
-    latency.set_defaults(handler=_bench_latency)
-
-    benchmark = commands.add_parser("benchmark", help="the paper's comparison: every row over several seeds")
-    benchmark.add_argument("--config", required=True, type=Path, help="benchmark config (see benchmarks/)")
-    benchmark.add_argument("--out", required=True, type=Path, help="results folder (resumed if it exists)")
-    benchmark.add_argument("--row", action="append", metavar="NAME", help="run only this row (repeatable; default: every row)")
-    benchmark.add_argument("--seed", action="append", type=int, help="run only this seed (repeatable; default: every seed)")
-    benchmark.set_defaults(handler=_benchmark)
-
-    study = commands.add_parser("study", help="train a variant of a recipe (or a baseline) and record its validation metrics (docs/decisions.md)")
-    recipe = study.add_mutually_exclusive_group(required=True)
-    recipe.add_argument("--config", type=Path, help="the recipe (YAML training config)")
-    recipe.add_argument("--baseline", metavar="NAME",
-                        help="a benchmark baseline instead (item_quality, lambdamart, ...), fitted on the training split")
-    study.add_argument("--data", required=True, type=Path, help="prepared data folder (train.jsonl, valid.jsonl, schema.json)")
-    study.add_argument("--name", required=True, help="the variant's name: its run folder and result file")
-    study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                       help="what this variant changes (repeatable)")
-    study.add_argument("--runs", type=Path, default=Path("runs/studies"), help="where run folders go")
-    study.add_argument("--out", type=Path, default=Path("benchmarks/results/studies"), help="where result files go")
-    study.set_defaults(handler=_study)
-
-    demo = commands.add_parser("demo", help="the whole pipeline on the offline defaults (ML-100K, quick config)")
-    demo.add_argument("--out", type=Path, default=Path("demo-out"))
-    demo.add_argument("--config", type=Path, default=None, help="training config (default: configs/ml100k-quick.yaml)")
-    demo.set_defaults(handler=_demo)
-    return parser
-
-
-def _add_converter_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-candidates", type=int, help="keep the first N candidates of each request")
-    parser.add_argument("--cache-dir", type=Path, help="where a --source URL is downloaded")
-    parser.add_argument("--sha256", help="expected checksum of a downloaded --source")
-
-
-def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=MODES, default="generate")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--window", type=int, default=20, help="sliding window for long candidate lists")
-    parser.add_argument("--stride", type=int, default=10)
-    parser.add_argument("--shifts", type=int, default=1,
-                        help="first_token: average scores over this many cyclic shifts of the candidate order (costs as many passes)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quantize", choices=["int8"], help="int8: dynamic int8 decoder for CPU inference (docs/serving.md)")
-
-
-def _prepare_movielens(args: argparse.Namespace) -> int:
-    from llm4pr.data.movielens import prepare_movielens
-
-    report = prepare_movielens(args.source, args.out, seed=args.seed, history_length=args.history_length, segment_length=args.segment_length)
-    _print_prepare_report(args.out, report)
-    print(f"{report['counts']['users']} users, {report['counts']['items']} items, {report['counts']['interactions']} interactions")
-    return 0
 
 
 def _prepare_kuaisar(args: argparse.Namespace) -> int:
@@ -248,11 +130,30 @@ def _prepare_kuaisar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prepare_beir(datasets: Commands) -> None:
+    beir = datasets.add_parser("beir", help="a BEIR folder plus a first-stage TREC run (docs/datasets.md)")
+    beir.add_argument("--source", required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/")
+    beir.add_argument("--run", required=True, type=Path, help="TREC run file of the first stage (e.g. BM25 top-100)")
+    beir.add_argument("--out", required=True, type=Path)
+    _add_converter_arguments(beir)
+    beir.set_defaults(handler=_prepare_beir)
+
+
 def _prepare_beir(args: argparse.Namespace) -> int:
     from llm4pr.data.beir import prepare_beir
 
     _print_prepare_report(args.out, prepare_beir(args.source, args.run, args.out, **_converter_options(args)))
     return 0
+
+
+def _add_prepare_letor(datasets: Commands) -> None:
+    letor = datasets.add_parser("letor", help="LETOR / svmlight feature files (docs/datasets.md)")
+    letor.add_argument("--source", required=True, help="a file, a folder of train/vali/test files, or a URL")
+    letor.add_argument("--out", required=True, type=Path)
+    letor.add_argument("--split-ratio", type=float, nargs=3, default=(0.0, 0.0, 1.0), metavar=("TRAIN", "VALID", "TEST"))
+    letor.add_argument("--seed", type=int, default=0)
+    _add_converter_arguments(letor)
+    letor.set_defaults(handler=_prepare_letor)
 
 
 def _prepare_letor(args: argparse.Namespace) -> int:
@@ -261,6 +162,16 @@ def _prepare_letor(args: argparse.Namespace) -> int:
     report = prepare_letor(args.source, args.out, split_ratio=tuple(args.split_ratio), seed=args.seed, **_converter_options(args))
     _print_prepare_report(args.out, report)
     return 0
+
+
+def _add_prepare_semanlink(datasets: Commands) -> None:
+    semanlink = datasets.add_parser("semanlink", help="Semanlink arXiv tags from the cherche 2.2.1 sdist, BM25 candidates (docs/datasets.md)")
+    semanlink.add_argument("--source", required=True, help="the sdist's cherche/data/semanlink folder (arxiv.json, tags.json), or a folder above it")
+    semanlink.add_argument("--out", required=True, type=Path)
+    semanlink.add_argument("--depth", type=int, default=20, help="BM25 candidates per query (default: 20, the model's window)")
+    semanlink.add_argument("--split-ratio", type=float, nargs=3, default=(0.5, 0.2, 0.3), metavar=("TRAIN", "VALID", "TEST"))
+    semanlink.add_argument("--seed", type=int, default=0, help="seed of the query split's hash")
+    semanlink.set_defaults(handler=_prepare_semanlink)
 
 
 def _prepare_semanlink(args: argparse.Namespace) -> int:
@@ -277,6 +188,12 @@ def _prepare_semanlink(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_converter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-candidates", type=int, help="keep the first N candidates of each request")
+    parser.add_argument("--cache-dir", type=Path, help="where a --source URL is downloaded")
+    parser.add_argument("--sha256", help="expected checksum of a downloaded --source")
+
+
 def _converter_options(args: argparse.Namespace) -> dict:
     return {"max_candidates": args.max_candidates, "cache_dir": args.cache_dir, "sha256": args.sha256}
 
@@ -288,11 +205,43 @@ def _print_prepare_report(out: Path, report: dict) -> None:
         print(f"{kind.replace('_', ' ')}: {sum(rows.values())}" + "".join(f"\n  {n} x {reason}" for reason, n in rows.items()))
 
 
+# --- llm4pr evaluate, evaluate-adaptation --------------------------------------------------------
+
+
+def _add_evaluate(commands: Commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="score a run file or a checkpoint on labelled requests")
+    evaluate.add_argument("--data", required=True, type=Path, help="labelled requests (JSON lines)")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a run file, or 'initial' for the ranking-stage order")
+    source.add_argument("--checkpoint", type=Path, help="a checkpoint or training run folder")
+    evaluate.add_argument("--out", type=Path, help="write the report here (JSON)")
+    evaluate.add_argument("--k", type=int, nargs="+", default=[3, 5], help="cut-offs (default: 3 5)")
+    evaluate.add_argument("--gain", choices=["exponential", "linear"], default="exponential")
+    evaluate.add_argument("--threshold", type=float, help="relevant = label >= threshold (default: the request's max label)")
+    _add_inference_arguments(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from llm4pr.inference.report import evaluate_command
 
-    evaluate_command(args)
+    evaluate_command(args.data, run=args.run, checkpoint=args.checkpoint, config=_inference_config(args), out=args.out, ks=args.k,
+                     gain=args.gain, threshold=args.threshold)
     return 0
+
+
+def _add_evaluate_adaptation(commands: Commands) -> None:
+    adaptation = commands.add_parser(
+        "evaluate-adaptation", help="how much of the features the LLM reads back from the soft tokens (the paper's FA check)"
+    )
+    adaptation.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint, or a training run folder (uses its adaptation/)")
+    adaptation.add_argument("--data", required=True, type=Path, help="labelled requests (JSON lines); one random candidate of each is read back")
+    adaptation.add_argument("--items", type=int, default=200, help="how many requests (one item each) to read back")
+    adaptation.add_argument("--seed", type=int, default=0, help="which candidate of each request")
+    adaptation.add_argument("--batch-size", type=int, default=16)
+    adaptation.add_argument("--device", default="cpu")
+    adaptation.add_argument("--out", type=Path, help="write the report here (JSON)")
+    adaptation.set_defaults(handler=_evaluate_adaptation)
 
 
 def _evaluate_adaptation(args: argparse.Namespace) -> int:
@@ -300,6 +249,24 @@ def _evaluate_adaptation(args: argparse.Namespace) -> int:
 
     evaluate_adaptation_command(args)
     return 0
+
+
+# --- llm4pr train, fit-baseline ------------------------------------------------------------------
+
+
+def _add_train(commands: Commands) -> None:
+    train = commands.add_parser("train", help="feature adaptation, then learning to post-rank (resumes --out)")
+    train.add_argument("--config", required=True, type=Path, help="YAML training config (see configs/)")
+    train.add_argument("--data", required=True, type=Path, help="folder with train.jsonl, valid.jsonl, schema.json")
+    train.add_argument("--out", required=True, type=Path, help="run folder (created, or resumed if it exists)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override a config value (repeatable), e.g. --set post_rank.steps=500")
+    train.add_argument("--stage", choices=["all", "adaptation", "post_rank"], default="all")
+    train.add_argument("--device", choices=["auto", "cpu"], default="auto",
+                       help="auto: Accelerate picks (a GPU per process where there is one); cpu: CPU only")
+    train.add_argument("--num-processes", type=int, default=1,
+                       help="data-parallel processes on this machine (runs `accelerate launch`; see docs/scaling.md)")
+    train.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -323,6 +290,199 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch_processes(args: argparse.Namespace) -> int:
+    """`llm4pr train --num-processes N`: the same command under `accelerate launch` on this machine."""
+    import subprocess
+
+    # --multi_gpu is Accelerate's torchrun launcher; with --device cpu its processes use gloo on the
+    # CPU (Accelerate's --cpu flag alone starts a single process unless MPI is set up).
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+              "--num_processes", str(args.num_processes), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command = [*launch, "-m", "llm4pr", *(["--verbose"] if args.verbose else []), "train", "--config", str(args.config), "--data", str(args.data), "--out", str(args.out),
+               "--stage", args.stage, "--device", args.device, *(f"--set={o}" for o in args.overrides)]
+    return subprocess.run(command, check=False).returncode
+
+
+def _add_fit_baseline(commands: Commands) -> None:
+    fit_baseline = commands.add_parser("fit-baseline", help="fit a baseline on a prepared data folder and save it (for rank and serve)")
+    fit_baseline.add_argument("--baseline", required=True, metavar="NAME", help="a baseline of docs/baselines.md, e.g. lambdamart")
+    fit_baseline.add_argument("--data", required=True, type=Path,
+                              help="prepared data folder: train.jsonl, schema.json, and valid.jsonl for early stopping")
+    fit_baseline.add_argument("--out", required=True, type=Path, help="the saved ranker's folder (created, or replaced if it holds one)")
+    fit_baseline.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                              help="a constructor argument (repeatable; the value is read as YAML), e.g. --set n_estimators=200")
+    fit_baseline.add_argument("--seed", type=int, default=0)
+    fit_baseline.set_defaults(handler=_fit_baseline)
+
+
+def _fit_baseline(args: argparse.Namespace) -> int:
+    from llm4pr.baselines import fit_and_save_baseline
+    from llm4pr.data.config_files import parse_overrides
+
+    fit_and_save_baseline(args.baseline, args.data, args.out, parse_overrides(args.params), seed=args.seed)
+    print(f"saved {args.baseline} to {args.out} (llm4pr rank or serve --checkpoint {args.out})")
+    return 0
+
+
+# --- llm4pr rank, serve, bench-latency ----------------------------------------------------------
+
+
+def _add_rank(commands: Commands) -> None:
+    rank = commands.add_parser("rank", help="post-rank requests with a saved ranker: a checkpoint or a saved baseline (here, or on Ray)")
+    rank.add_argument("--checkpoint", required=True, type=Path,
+                      help="an llm4pr checkpoint or training run folder, or a saved baseline (llm4pr fit-baseline)")
+    rank.add_argument("--input", required=True, help="requests: a JSON-lines file; with --engine ray also a folder or glob of .jsonl/.parquet files")
+    rank.add_argument("--output", required=True, type=Path, help="run file to write (JSON lines); with --engine ray a folder of shards")
+    rank.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: Ray Data over a cluster or local Ray (docs/scaling.md)")
+    ray_options = rank.add_argument_group("--engine ray")
+    ray_options.add_argument("--workers", type=int, default=1, help="ranking actors (each loads the model once)")
+    ray_options.add_argument("--cpus-per-worker", type=float, default=1.0)
+    ray_options.add_argument("--gpus-per-worker", type=float, default=0.0)
+    ray_options.add_argument("--ray-batch-size", type=int, default=64, help="requests per Ray Data batch")
+    ray_options.add_argument("--output-format", choices=["jsonl", "parquet"], help="default: the input's format")
+    ray_options.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    _add_inference_arguments(rank)
+    rank.set_defaults(handler=_rank)
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from llm4pr.data.jsonl import read_requests, write_jsonl
+    from llm4pr.loading import load_ranker
+
+    config = _inference_config(args)
+    if args.engine == "ray":
+        return _rank_with_ray(args, config)
+    ranker = load_ranker(args.checkpoint, config, progress=True)
+    requests = read_requests(args.input, ranker.schema)
+    results = ranker.rank(requests)
+    write_jsonl(args.output, results)
+    fallbacks = sum(r.fallback for r in results)
+    print(f"wrote {len(results)} rankings to {args.output} ({fallbacks} fallbacks)")
+    return 0
+
+
+def _rank_with_ray(args: argparse.Namespace, config: InferenceConfig) -> int:
+    from llm4pr.inference.ray_batch import rank_with_ray
+    from llm4pr.rankers.saved import is_saved_ranker
+
+    if is_saved_ranker(args.checkpoint):
+        raise DataError(f"--engine ray ranks with llm4pr checkpoints; {args.checkpoint} is a saved baseline: rank it with --engine local")
+
+    count = rank_with_ray(
+        args.checkpoint, args.input, args.output, config, output_format=args.output_format, workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, batch_size=args.ray_batch_size,
+        address=args.ray_address,
+    )
+    print(f"wrote {count} rankings to {args.output}/")
+    return 0
+
+
+def _add_serve(commands: Commands) -> None:
+    serve = commands.add_parser("serve", help="the HTTP post-ranking service (docs/serving.md)")
+    serve.add_argument("--checkpoint", required=True, type=Path,
+                       help="an llm4pr checkpoint or training run folder, or a saved baseline (llm4pr fit-baseline)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--mode", choices=SERVED_MODES, help="default inference mode")
+    serve.add_argument("--max-batch-size", type=int)
+    serve.add_argument("--max-wait-ms", type=float)
+    serve.add_argument("--deadline-ms", type=float)
+    serve.add_argument("--max-candidates", type=int)
+    _add_model_arguments(serve)
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from llm4pr.serving import ServingSettings, serve
+
+    names = ("mode", "max_batch_size", "max_wait_ms", "deadline_ms", "max_candidates")
+    try:
+        settings = ServingSettings(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    except ValidationError as exc:
+        raise DataError(f"invalid serving settings: {format_validation_error(exc)}") from exc
+    serve(args.checkpoint, host=args.host, port=args.port, settings=settings, inference=_inference_config(args))
+    return 0
+
+
+def _add_bench_latency(commands: Commands) -> None:
+    latency = commands.add_parser("bench-latency", help="tokens, latency and throughput per inference mode (one run)")
+    latency.add_argument("--checkpoint", required=True, type=Path)
+    latency.add_argument("--data", required=True, type=Path, help="requests to time (JSON lines)")
+    latency.add_argument("--out", type=Path, help="write the report here (JSON)")
+    latency.add_argument("--requests", type=int, default=100, help="how many requests to time")
+    latency.add_argument("--device", default=INFERENCE_DEFAULTS.device)
+    latency.set_defaults(handler=_bench_latency)
+
+
+def _bench_latency(args: argparse.Namespace) -> int:
+    from llm4pr.benchmarks.latency import bench_latency_command
+
+    bench_latency_command(args.checkpoint, args.data, args.out, args.requests, _inference_config(args))
+    return 0
+
+
+def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `InferenceConfig` flags of `rank` and `evaluate`; the defaults are the config's."""
+    parser.add_argument("--mode", choices=MODES, default=INFERENCE_DEFAULTS.mode)
+    parser.add_argument("--batch-size", type=int, default=INFERENCE_DEFAULTS.batch_size, help="requests per model call")
+    parser.add_argument("--shifts", type=int, default=INFERENCE_DEFAULTS.shifts,
+                        help="first_token: average scores over this many cyclic shifts of the candidate order (costs as many passes)")
+    _add_model_arguments(parser)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `InferenceConfig` flags that say how a checkpoint is loaded and windowed (`serve` takes
+    its mode and batch size from its own flags)."""
+    parser.add_argument("--window", type=int, default=INFERENCE_DEFAULTS.window, help="sliding window for long candidate lists")
+    parser.add_argument("--stride", type=int, default=INFERENCE_DEFAULTS.stride, help="how far the window moves (less than --window)")
+    parser.add_argument("--device", default=INFERENCE_DEFAULTS.device)
+    parser.add_argument("--quantize", choices=get_args(Quantization), help="int8: dynamic int8 decoder for CPU inference (docs/serving.md)")
+
+
+def _inference_config(args: argparse.Namespace) -> InferenceConfig:
+    """The `InferenceConfig` of the command's flags (those it has); a bad value or combination is
+    an `error:` line that names the flags."""
+    given = {name: value for name in InferenceConfig.model_fields if (value := getattr(args, name, None)) is not None}
+    try:
+        return InferenceConfig(**given)
+    except ValidationError as exc:
+        raise DataError(f"invalid inference settings: {format_validation_error(exc, as_flags=True)}") from None
+
+
+# --- llm4pr benchmark, study, demo ---------------------------------------------------------------
+
+
+def _add_benchmark(commands: Commands) -> None:
+    benchmark = commands.add_parser("benchmark", help="the paper's comparison: every row over several seeds")
+    benchmark.add_argument("--config", required=True, type=Path, help="benchmark config (see benchmarks/)")
+    benchmark.add_argument("--out", required=True, type=Path, help="results folder (resumed if it exists)")
+    benchmark.add_argument("--row", action="append", metavar="NAME", help="run only this row (repeatable; default: every row)")
+    benchmark.add_argument("--seed", action="append", type=int, help="run only this seed (repeatable; default: every seed)")
+    benchmark.set_defaults(handler=_benchmark)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from llm4pr.benchmarks.comparison import benchmark_command
+
+    benchmark_command(args.config, args.out, args.row, args.seed)
+    return 0
+
+
+def _add_study(commands: Commands) -> None:
+    study = commands.add_parser("study", help="train a variant of a recipe (or a baseline) and record its validation metrics (docs/decisions.md)")
+    recipe = study.add_mutually_exclusive_group(required=True)
+    recipe.add_argument("--config", type=Path, help="the recipe (YAML training config)")
+    recipe.add_argument("--baseline", metavar="NAME",
+                        help="a benchmark baseline instead (item_quality, lambdamart, ...), fitted on the training split")
+    study.add_argument("--data", required=True, type=Path, help="prepared data folder (train.jsonl, valid.jsonl, schema.json)")
+    study.add_argument("--name", required=True, help="the variant's name: its run folder and result file")
+    study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="what this variant changes (repeatable)")
+    study.add_argument("--runs", type=Path, default=Path("runs/studies"), help="where run folders go")
+    study.add_argument("--out", type=Path, default=Path("benchmarks/results/studies"), help="where result files go")
+    study.set_defaults(handler=_study)
+
+
 def _study(args: argparse.Namespace) -> int:
     from llm4pr.benchmarks.study import run_baseline_study, run_study, study_summary
 
@@ -337,89 +497,11 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch_processes(args: argparse.Namespace) -> int:
-    """`llm4pr train --num-processes N`: the same command under `accelerate launch` on this machine."""
-    import subprocess
-
-    # --multi_gpu is Accelerate's torchrun launcher; with --device cpu its processes use gloo on the
-    # CPU (Accelerate's --cpu flag alone starts a single process unless MPI is set up).
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-              "--num_processes", str(args.num_processes), "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command = [*launch, "-m", "llm4pr", *(["--verbose"] if args.verbose else []), "train", "--config", str(args.config), "--data", str(args.data), "--out", str(args.out),
-               "--stage", args.stage, "--device", args.device, *(f"--set={o}" for o in args.overrides)]
-    return subprocess.run(command, check=False).returncode
-
-
-def _fit_baseline(args: argparse.Namespace) -> int:
-    from llm4pr.baselines import fit_and_save_baseline
-    from llm4pr.data.config_files import parse_overrides
-
-    fit_and_save_baseline(args.baseline, args.data, args.out, parse_overrides(args.params), seed=args.seed)
-    print(f"saved {args.baseline} to {args.out} (llm4pr rank or serve --checkpoint {args.out})")
-    return 0
-
-
-def _rank(args: argparse.Namespace) -> int:
-    from llm4pr.data.jsonl import read_requests, write_jsonl
-    from llm4pr.loading import load_ranker
-
-    options = {"device": args.device, "quantize": args.quantize, "mode": args.mode, "batch_size": args.batch_size, "window": args.window,
-               "stride": args.stride, "shifts": args.shifts}
-    if args.engine == "ray":
-        return _rank_with_ray(args, options)
-    ranker = load_ranker(args.checkpoint, **options, progress=True)
-    requests = read_requests(args.input, ranker.schema)
-    results = ranker.rank(requests)
-    write_jsonl(args.output, results)
-    fallbacks = sum(r.fallback for r in results)
-    print(f"wrote {len(results)} rankings to {args.output} ({fallbacks} fallbacks)")
-    return 0
-
-
-def _rank_with_ray(args: argparse.Namespace, options: dict) -> int:
-    from llm4pr.inference.ray_batch import rank_with_ray
-    from llm4pr.rankers.saved import is_saved_ranker
-
-    if is_saved_ranker(args.checkpoint):
-        raise DataError(f"--engine ray ranks with llm4pr checkpoints; {args.checkpoint} is a saved baseline: rank it with --engine local")
-
-    count = rank_with_ray(
-        args.checkpoint, args.input, args.output, options, output_format=args.output_format, workers=args.workers,
-        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, batch_size=args.ray_batch_size,
-        address=args.ray_address,
-    )
-    print(f"wrote {count} rankings to {args.output}/")
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from llm4pr.data.errors import format_validation_error
-    from llm4pr.serving import ServingSettings, serve
-
-    names = ("mode", "max_batch_size", "max_wait_ms", "deadline_ms", "max_candidates")
-    try:
-        settings = ServingSettings(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
-    except ValidationError as exc:
-        raise DataError(f"invalid serving settings: {format_validation_error(exc)}") from exc
-    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, settings=settings, window=args.window, stride=args.stride,
-          quantize=args.quantize)
-    return 0
-
-
-def _bench_latency(args: argparse.Namespace) -> int:
-    from llm4pr.benchmarks.latency import bench_latency_command
-
-    bench_latency_command(args.checkpoint, args.data, args.out, args.requests, args.device)
-    return 0
-
-
-def _benchmark(args: argparse.Namespace) -> int:
-    from llm4pr.benchmarks.comparison import benchmark_command
-
-    benchmark_command(args.config, args.out, args.row, args.seed)
-    return 0
+def _add_demo(commands: Commands) -> None:
+    demo = commands.add_parser("demo", help="the whole pipeline on the offline defaults (ML-100K, quick config)")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--config", type=Path, default=None, help="training config (default: configs/ml100k-quick.yaml)")
+    demo.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ DEFAULT_CONFIG = Path("configs/ml100k-quick.yaml")
 
 def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     from llm4pr.data.movielens import prepare_movielens
+    from llm4pr.inference.config import InferenceConfig
     from llm4pr.inference.ranker import LLM4PRRanker
     from llm4pr.model.run_folder import STAGE_DIRS
     from llm4pr.training.config import TrainConfig
@@ -52,7 +53,7 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     Trainer(config, data_dir, run_dir).run()
 
     print(f"[3/4] post-ranking the {len(test)} test requests ...")
-    ranker = LLM4PRRanker.from_pretrained(run_dir, batch_size=16, progress=True)
+    ranker = LLM4PRRanker.from_pretrained(run_dir, InferenceConfig(batch_size=16), progress=True)
     runs: dict[str, list[RankResult]] = {"ranking-stage order": InitialOrderRanker().rank(test)}
     for mode in SERVED_MODES:
         runs[f"llm4pr ({mode})"] = ranker.rank(test, mode=mode)

@@ -2,25 +2,26 @@
 
 A ranker is saved in one of two forms: a folder with a manifest (`rankers.saved`; every
 baseline, e.g. written by `llm4pr fit-baseline`) or an LLM4PR checkpoint, alone or in its
-training run folder (written by `llm4pr train`). The LLM options (device, quantization, mode,
-batch size, window, ...) apply to checkpoints only: a baseline has one ranking, computed on the CPU.
+training run folder (written by `llm4pr train`). The inference settings (`InferenceConfig`:
+device, quantization, mode, batch size, window, ...) apply to checkpoints only: a baseline has one
+ranking, computed on the CPU.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from llm4pr.baselines.registry import load_baseline
 from llm4pr.data.errors import DataError
+from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.rankers.base import Ranker
 from llm4pr.rankers.saved import MANIFEST_FILE, is_saved_ranker
 
 
-def load_ranker(path: str | Path, **llm_options: Any) -> Ranker:
-    """The ranker saved in `path`; `llm_options` go to `LLM4PRRanker.from_pretrained`."""
+def load_ranker(path: str | Path, config: InferenceConfig | None = None, *, progress: bool = False) -> Ranker:
+    """The ranker saved in `path`; a checkpoint is loaded with `config` (`progress`: a bar per `rank` call)."""
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: no such folder (expected a saved ranker or an llm4pr checkpoint)")
@@ -30,4 +31,4 @@ def load_ranker(path: str | Path, **llm_options: Any) -> Ranker:
         checkpoint = resolve_checkpoint(path)
     except DataError as exc:
         raise DataError(f"{exc}; nor is it a saved ranker (no {MANIFEST_FILE}, as `llm4pr fit-baseline` writes)") from None
-    return LLM4PRRanker.from_pretrained(checkpoint, **llm_options)
+    return LLM4PRRanker.from_pretrained(checkpoint, config, progress=progress)

@@ -3,7 +3,9 @@
 On the same backbone and the same requests it measures mean input tokens and p50/p95 latency per
 request (batch 1) for `generate` (the paper's decoding), `first_token` (one forward pass) and a
 PTPR-style all-text prompt (every feature written out, no soft tokens, decoded like `generate`),
-and throughput at batch 1 and 16. Text embeddings of titles and queries are computed once and
+and throughput at batch 1 and 16. The checkpoint is loaded with the `InferenceConfig` given (device,
+window, stride); the benchmark itself sets each system's mode, the batch size (16) and, on CPUs,
+adds int8 rows beside float32. Text embeddings of titles and queries are computed once and
 cached, as in a running service; a warm-up pass fills that cache before anything is timed.
 """
 
@@ -21,6 +23,7 @@ import torch
 from llm4pr.provenance import git_commit, provenance
 from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest
+from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.model.llm4pr import LLM4PRModel
 
@@ -30,7 +33,7 @@ def text_prompt_ranker(ranker: LLM4PRRanker) -> LLM4PRRanker:
     model = ranker.model
     config = model.config.model_copy(update={"prompt_style": "text"})
     text_model = LLM4PRModel(config, model.schema, model.stats, model.backbone, model.text_encoder)
-    return LLM4PRRanker(text_model, ranker.builder, mode="generate", batch_size=ranker.batch_size, window=ranker.window, stride=ranker.stride)
+    return LLM4PRRanker(text_model, ranker.builder, ranker.config.replace(mode="generate", shifts=1))
 
 
 def per_request_latency(rank: Callable[[Sequence[PostRankRequest]], object], requests: Sequence[PostRankRequest]) -> list[float]:
@@ -50,9 +53,10 @@ def throughput(rank: Callable[[Sequence[PostRankRequest]], object], requests: Se
     return len(requests) / (time.perf_counter() - started)
 
 
-def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 100, device: str = "cpu") -> dict[str, Any]:
+def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 100, config: InferenceConfig | None = None) -> dict[str, Any]:
     commit = git_commit()
-    ranker = LLM4PRRanker.from_pretrained(checkpoint, device=device, batch_size=16)
+    config = (config or InferenceConfig()).replace(batch_size=16, quantize=None)
+    ranker = LLM4PRRanker.from_pretrained(checkpoint, config)
     requests = read_requests(data, ranker.model.schema)[:n_requests]
     text_ranker = text_prompt_ranker(ranker)
     ranker.rank(requests, mode="first_token")  # warm-up: fills the text-embedding cache
@@ -61,11 +65,11 @@ def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 10
         "first_token": (ranker, "first_token"),
         "all_text_generate": (text_ranker, "generate"),
     }
-    if torch.device(device).type == "cpu":  # the int8 decoder, measured in the same run as float32
-        quantized = LLM4PRRanker.from_pretrained(checkpoint, device=device, quantize="int8", batch_size=16)
+    if torch.device(config.device).type == "cpu":  # the int8 decoder, measured in the same run as float32
+        quantized = LLM4PRRanker.from_pretrained(checkpoint, config.replace(quantize="int8"))
         quantized.rank(requests[:2], mode="first_token")
         systems.update({"generate_int8": (quantized, "generate"), "first_token_int8": (quantized, "first_token")})
-    report: dict[str, Any] = {"requests": len(requests), "device": device, "provenance": provenance(commit), "systems": {}}
+    report: dict[str, Any] = {"requests": len(requests), "device": config.device, "provenance": provenance(commit), "systems": {}}
     for name, (system, mode) in systems.items():
         def rank(batch: Sequence[PostRankRequest], system: LLM4PRRanker = system, mode: str = mode) -> object:
             return system.rank(batch, mode=mode)
@@ -122,8 +126,8 @@ def format_latency_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def bench_latency_command(checkpoint: Path, data: Path, out: Path | None, n_requests: int, device: str) -> dict[str, Any]:
-    report = bench_latency(checkpoint, data, n_requests=n_requests, device=device)
+def bench_latency_command(checkpoint: Path, data: Path, out: Path | None, n_requests: int, config: InferenceConfig) -> dict[str, Any]:
+    report = bench_latency(checkpoint, data, n_requests=n_requests, config=config)
     print(format_latency_table(report))
     if out is not None:
         write_json(out, report)

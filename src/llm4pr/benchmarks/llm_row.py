@@ -17,6 +17,7 @@ from typing import Self
 from llm4pr.data.errors import DataError
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
+from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.io import atomic_folder
 from llm4pr.model.run_folder import resolve_checkpoint
@@ -51,7 +52,7 @@ class TrainableLLM4PR:
         if seed != self.config.seed:
             raise ValueError(f"fit(seed={seed}) but the training config's seed is {self.config.seed}")
         Trainer(self.config, self.data_dir, self.run_dir, progress=self.progress).run()
-        self.llm = LLM4PRRanker.from_pretrained(self.run_dir, batch_size=self.batch_size)
+        self.llm = LLM4PRRanker.from_pretrained(self.run_dir, InferenceConfig(batch_size=self.batch_size))
         self.train_seconds = training_seconds(self.run_dir)
         return self
 

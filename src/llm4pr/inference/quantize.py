@@ -21,8 +21,6 @@ from torch import nn
 
 from llm4pr.model.llm4pr import LLM4PRModel
 
-QUANTIZATIONS = ("int8",)
-
 
 def quantize_int8(model: LLM4PRModel) -> LLM4PRModel:
     """Replace the decoder layers' Linear modules with dynamically quantized int8 ones, in place."""

@@ -1,10 +1,12 @@
 """The LLM4PR ranker: requests in, permutations out, batched, windowed, never losing a candidate.
 
-Each batch of requests is laid out with the main-task prompt, encoded once, and decoded with the
-chosen mode; the instruction every prompt starts with is encoded once per ranker and its keys and
-values reused (`PrefixCache`). Lists longer than the window are ranked with sliding windows (all requests of a
-batch advance one window per round, so windows are batched too). If anything fails for a batch,
-its requests get the ranking-stage order with `fallback: true` and the error, never an exception.
+Each batch of requests is laid out with the main-task prompt (`RequestPrompter`, the same path
+training examples take), encoded once, and decoded with the chosen mode; the instruction every
+prompt starts with is encoded once per ranker and its keys and values reused (`PrefixCache`).
+Lists longer than the window are ranked with sliding windows (`window.sliding_window_rank`: all
+requests of a batch advance one window per round, so windows are batched too). If anything fails
+for a batch, its requests get the ranking-stage order with `fallback: true` and the error, never
+an exception. Its settings are one `InferenceConfig`.
 """
 
 from __future__ import annotations
@@ -13,25 +15,34 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from llm4pr.data.errors import DataError
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
+from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.decoding import Decoded, PrefixCache, decode
-from llm4pr.inference.window import apply_window, validate_window, window_schedule
-from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
-from llm4pr.model.prompts import Prompt, PromptBuilder, collate, entity_texts, shared_prefix
+from llm4pr.inference.window import sliding_window_rank
+from llm4pr.model.llm4pr import LLM4PRModel
+from llm4pr.model.prompts import PromptBuilder, collate, shared_prefix
+from llm4pr.model.request_prompts import RequestPrompter
 from llm4pr.model.run_folder import resolve_checkpoint
-from llm4pr.rankers.base import MODES, Mode, Ranker, fallback_result
+from llm4pr.rankers.base import Mode, Ranker, fallback_result
 
 logger = logging.getLogger(__name__)
 
 
 class LLM4PRRanker(Ranker):
     """The LLM's `Ranker`, over a model in memory or a checkpoint (its saved form, written by the
-    trainer and loaded by `from_pretrained`)."""
+    trainer and loaded by `from_pretrained`).
+
+    Settings come as an `InferenceConfig`, or as its fields by keyword (`mode="first_token"`), which
+    override `config`. `cache_prefix` (reuse the instruction's keys and values; off only to check
+    that it changes nothing) and `progress` (a bar per `rank` call, for commands) are not settings.
+    """
 
     name = "llm4pr"
 
@@ -39,54 +50,48 @@ class LLM4PRRanker(Ranker):
         self,
         model: LLM4PRModel,
         builder: PromptBuilder,
-        mode: Mode = "generate",
-        batch_size: int = 8,
-        window: int = 20,
-        stride: int = 10,
+        config: InferenceConfig | None = None,
+        *,
         cache_prefix: bool = True,
-        shifts: int = 1,
         progress: bool = False,
+        **settings: Any,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown inference mode '{mode}'; choose one of {', '.join(MODES)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if shifts < 1:
-            raise ValueError(f"shifts must be at least 1, got {shifts}")
-        validate_window(window, stride, builder.max_candidates)
-        self.shifts = shifts
+        self.config = (config or InferenceConfig()).replace(**settings)
+        if self.config.window > builder.max_candidates:
+            raise DataError(
+                f"window {self.config.window} is more than the model's {builder.max_candidates} candidate identifiers: "
+                f"use a window of at most {builder.max_candidates}"
+            )
         self.model = model
         self.builder = builder
-        self.mode = mode
-        self.batch_size = batch_size
-        self.window = window
-        self.stride = stride
+        self.prompter = RequestPrompter.for_model(model, builder)
         self.prefix_cache = PrefixCache() if cache_prefix else None
-        self.progress = progress  # a progress bar per `rank` call (for commands, not for the server)
+        self.progress = progress
 
     @property
     def schema(self) -> FeatureSchema:
         return self.model.schema
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", quantize: str | None = None, **kwargs: object) -> "LLM4PRRanker":
-        """Load a checkpoint for inference (LoRA merged); `quantize="int8"`: see `inference.quantize`."""
-        from llm4pr.inference.quantize import QUANTIZATIONS, quantize_int8
+    def from_pretrained(
+        cls, path: str | Path, config: InferenceConfig | None = None, *, progress: bool = False, **settings: Any
+    ) -> LLM4PRRanker:
+        """Load a checkpoint for inference (LoRA merged) on `config.device`; `config.quantize="int8"`:
+        see `inference.quantize`. `settings` override `config`'s fields, as in the constructor."""
+        from llm4pr.inference.quantize import quantize_int8
         from llm4pr.model.factory import load_model
 
-        if quantize is not None and quantize not in QUANTIZATIONS:
-            raise ValueError(f"unknown quantization '{quantize}'; choose one of {', '.join(QUANTIZATIONS)}")
-        model, tokenizer = load_model(resolve_checkpoint(path), device=device)
-        if quantize == "int8":
+        config = (config or InferenceConfig()).replace(**settings)
+        model, tokenizer = load_model(resolve_checkpoint(path), device=config.device)
+        if config.quantize == "int8":
             quantize_int8(model)
-        builder = PromptBuilder(tokenizer, model.config.identifiers)
-        return cls(model, builder, **kwargs)  # type: ignore[arg-type]
+        return cls(model, PromptBuilder(tokenizer, model.config.identifiers), config, progress=progress)
 
     def rank(self, requests: Sequence[PostRankRequest], *, mode: Mode | None = None) -> list[RankResult]:
-        mode = mode or self.mode
+        mode = mode or self.config.mode
         results: list[RankResult] = []
         bar = tqdm(total=len(requests), desc=f"ranking ({mode})", unit="req", disable=not self.progress)
-        for chunk in _chunks(requests, self.batch_size):
+        for chunk in _chunks(requests, self.config.batch_size):
             started = time.perf_counter()
             try:
                 ranked = self._rank_batch(chunk, mode)
@@ -103,22 +108,23 @@ class LLM4PRRanker(Ranker):
 
     def prompt_length(self, request: PostRankRequest) -> int:
         """Input tokens of the request's (first window's) main-task prompt."""
-        return len(self._prompt(request, list(range(min(len(request.candidates), self.window)))))
+        prompt, _ = self.prompter.main_task(request, range(min(len(request.candidates), self.config.window)))
+        return len(prompt)
 
     def _rank_batch(self, requests: Sequence[PostRankRequest], mode: Mode) -> list[RankResult]:
-        orders = [list(range(len(r.candidates))) for r in requests]
-        schedules = [window_schedule(len(r.candidates), self.window, self.stride) for r in requests]
         repaired = [False] * len(requests)
         scores: list[list[float] | None] = [None] * len(requests)
-        for round_index in range(max(len(s) for s in schedules)):
-            active = [i for i, s in enumerate(schedules) if round_index < len(s)]
-            spans = [schedules[i][round_index] for i in active]
-            decoded = self._decode([requests[i] for i in active], [orders[i][a:b] for i, (a, b) in zip(active, spans)], mode)
-            for i, span, result in zip(active, spans, decoded, strict=True):
-                orders[i] = apply_window(orders[i], span, result.order)
+
+        def rank_windows(active: list[int], shown: list[list[int]]) -> list[list[int]]:
+            decoded = self._decode([requests[i] for i in active], shown, mode)
+            for i, result in zip(active, decoded, strict=True):
                 repaired[i] = repaired[i] or result.repaired
-                if len(schedules[i]) == 1:
+                if len(requests[i].candidates) <= self.config.window:  # one window: its scores cover the list
                     scores[i] = result.scores
+            return [result.order for result in decoded]
+
+        sizes = [len(r.candidates) for r in requests]
+        orders = sliding_window_rank(sizes, self.config.window, self.config.stride, rank_windows)
         results = []
         for request, order, was_repaired, request_scores in zip(requests, orders, repaired, scores, strict=True):
             ids = request.candidate_ids
@@ -130,46 +136,32 @@ class LLM4PRRanker(Ranker):
             results.append(result)
         return results
 
-    def _inputs(self, request: PostRankRequest, positions: Sequence[int]) -> PromptInputs:
-        """The request's entities as shown: recent history, and the candidates at `positions`."""
-        max_history = self.model.config.max_history
-        history = list(request.history[-max_history:]) if max_history else []
-        candidates = [request.candidates[p] for p in positions]
-        return PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates)
-
-    def _prompt(self, request: PostRankRequest, positions: Sequence[int]) -> Prompt:
-        shown = self._inputs(request, positions)
-        texts = None
-        if self.model.config.prompt_style == "text":
-            texts = entity_texts(self.model.schema, request.user, shown.history, shown.candidates)
-        return self.builder.main_task(request.query, len(shown.history), len(shown.candidates), texts=texts)
-
     def _decode(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: Mode) -> list[Decoded]:
-        if mode != "first_token" or self.shifts == 1:
+        if mode != "first_token" or self.config.shifts == 1:
             return self._decode_once(requests, shown, mode)
         return self._decode_shift_averaged(requests, shown)
 
     def _decode_shift_averaged(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]]) -> list[Decoded]:
-        """`first_token` scored over `shifts` cyclic shifts of each shown list, then averaged.
+        """`first_token` scored over `config.shifts` cyclic shifts of each shown list, then averaged.
 
         Why: a candidate's score depends on where it is shown and which identifier it gets; the
         mean log-probability over rotations cancels much of that bias (permutation
         self-consistency), at `shifts` forward passes per request."""
         totals = [[0.0] * len(positions) for positions in shown]
-        for shift in range(self.shifts):
+        shifts = self.config.shifts
+        for shift in range(shifts):
             rotated = [_rotate(list(range(len(p))), shift) for p in shown]
             decoded = self._decode_once(requests, [[p[i] for i in r] for p, r in zip(shown, rotated, strict=True)], "first_token")
             for total, rotation, result in zip(totals, rotated, decoded, strict=True):
                 log_probs = torch.tensor(result.scores).log_softmax(-1).tolist()  # type: ignore[arg-type]
                 for slot, index in enumerate(rotation):
-                    total[index] += log_probs[slot] / self.shifts
+                    total[index] += log_probs[slot] / shifts
         return [Decoded(order=sorted(range(len(t)), key=lambda i: -t[i]), scores=t) for t in totals]
 
     def _decode_once(self, requests: Sequence[PostRankRequest], shown: Sequence[list[int]], mode: Mode) -> list[Decoded]:
-        prompts, inputs = [], []
-        for request, positions in zip(requests, shown, strict=True):
-            prompts.append(self._prompt(request, positions))
-            inputs.append(self._inputs(request, positions))
+        laid_out = [self.prompter.main_task(request, positions) for request, positions in zip(requests, shown, strict=True)]
+        prompts = [prompt for prompt, _ in laid_out]
+        inputs = [entities for _, entities in laid_out]
         prefix = shared_prefix(prompts) if self.prefix_cache is not None else []
         batch = collate(prompts, self.builder.tokenizer.pad_token_id, skip_prefix=len(prefix))
         with torch.inference_mode():

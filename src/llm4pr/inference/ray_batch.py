@@ -2,9 +2,10 @@
 
 The input (JSON-lines or Parquet files: one file, a folder or a glob, local or any filesystem
 Ray reads) streams through `map_batches` to a pool of `RankingWorker` actors; each loads the
-checkpoint once and ranks with the same `LLM4PRRanker` as `llm4pr rank`, so the output is the
-same request for request. Results are written as shards into a temporary folder next to the
-output and renamed into place at the end: an interrupted job leaves no partial output.
+checkpoint once and ranks with the same `LLM4PRRanker` and `InferenceConfig` as `llm4pr rank`,
+so the output is the same request for request. Results are written as shards into a temporary
+folder next to the output and renamed into place at the end: an interrupted job leaves no
+partial output.
 
 Every request is validated against the checkpoint's feature schema in the worker; a bad one stops
 the job with an error naming the file and the request id (line numbers are not known to Ray's
@@ -23,6 +24,7 @@ from typing import Any, Literal
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import loads_strict, parse_record, request_parser
 from llm4pr.data.requests import RankResult
+from llm4pr.inference.config import InferenceConfig
 
 Format = Literal["jsonl", "parquet"]
 EXTENSIONS: dict[str, Format] = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -49,13 +51,13 @@ def result_schema() -> Any:
 class RankingWorker:
     """Ray Data's callable class: one per actor, so the model is loaded once per worker."""
 
-    def __init__(self, checkpoint: str, ranker_options: dict[str, Any], threads: int) -> None:
+    def __init__(self, checkpoint: str, config: InferenceConfig, threads: int) -> None:
         import torch
 
         from llm4pr.inference.ranker import LLM4PRRanker
 
         torch.set_num_threads(threads)
-        self.ranker = LLM4PRRanker.from_pretrained(checkpoint, **ranker_options)
+        self.ranker = LLM4PRRanker.from_pretrained(checkpoint, config)
         self.parse = request_parser(self.ranker.model.schema)
 
     def __call__(self, batch: Any) -> Any:
@@ -100,7 +102,7 @@ def rank_with_ray(
     checkpoint: str | Path,
     input_spec: str,
     output: str | Path,
-    ranker_options: dict[str, Any],
+    config: InferenceConfig,
     output_format: Format | None = None,
     workers: int = 1,
     cpus_per_worker: float = 1.0,
@@ -108,7 +110,7 @@ def rank_with_ray(
     batch_size: int = 64,
     address: str | None = None,
 ) -> int:
-    """Rank every request of the input; write result shards into `output`; return the count."""
+    """Rank every request of the input with `config`; write result shards into `output`; return the count."""
     try:
         import ray
         import ray.data
@@ -145,7 +147,7 @@ def rank_with_ray(
             dataset = ray.data.read_text(files, include_paths=True)
         ranked = dataset.map_batches(
             RankingWorker,
-            fn_constructor_kwargs={"checkpoint": checkpoint, "ranker_options": ranker_options, "threads": max(int(cpus_per_worker), 1)},
+            fn_constructor_kwargs={"checkpoint": checkpoint, "config": config, "threads": max(int(cpus_per_worker), 1)},
             batch_size=batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=workers),

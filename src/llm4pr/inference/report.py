@@ -8,9 +8,9 @@ to the ranking-stage order, mean input tokens per request, and latency p50/p95 p
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,38 +18,52 @@ import numpy as np
 from llm4pr.data.jsonl import read_requests, read_run, write_json
 from llm4pr.data.requests import RankResult
 from llm4pr.evaluation.evaluate import evaluate_run, format_report_table
+from llm4pr.evaluation.metrics import Gain
+from llm4pr.inference.config import InferenceConfig
 from llm4pr.provenance import git_commit, provenance
 from llm4pr.rankers.base import InitialOrderRanker
 
 
-def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate_command(
+    data: Path,
+    *,
+    run: str | None = None,
+    checkpoint: Path | None = None,
+    config: InferenceConfig | None = None,
+    out: Path | None = None,
+    ks: Sequence[int] = (3, 5),
+    gain: Gain = "exponential",
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Score `run` ("initial": the ranking-stage order; else a run file) or what `checkpoint` ranks
+    with `config` on the labelled requests of `data`; print the table, write the report to `out`."""
     commit = git_commit()
     extra: dict[str, Any]
-    if args.checkpoint is not None:
+    if checkpoint is not None:
         from llm4pr.inference.ranker import LLM4PRRanker
 
-        ranker = LLM4PRRanker.from_pretrained(
-            args.checkpoint, device=args.device, quantize=args.quantize, mode=args.mode, batch_size=args.batch_size, window=args.window,
-            stride=args.stride, shifts=args.shifts, progress=True,
-        )
-        requests = read_requests(args.data, ranker.schema)
-        run = ranker.rank(requests)
-        extra = {"system": f"llm4pr ({args.checkpoint})", "mode": args.mode, "batch_size": args.batch_size, "quantize": args.quantize,
-                 "shifts": args.shifts}
-        extra.update(inference_statistics(run, [ranker.prompt_length(r) for r in requests]))
-    else:
-        requests = read_requests(args.data)
-        if args.run == "initial":
-            run, extra = InitialOrderRanker().rank(requests), {"system": "initial (ranking-stage order)"}
+        ranker = LLM4PRRanker.from_pretrained(checkpoint, config, progress=True)
+        requests = read_requests(data, ranker.schema)
+        ranked = ranker.rank(requests)
+        settings = ranker.config
+        extra = {"system": f"llm4pr ({checkpoint})", "mode": settings.mode, "batch_size": settings.batch_size, "quantize": settings.quantize,
+                 "shifts": settings.shifts}
+        extra.update(inference_statistics(ranked, [ranker.prompt_length(r) for r in requests]))
+    elif run is not None:
+        requests = read_requests(data)
+        if run == "initial":
+            ranked, extra = InitialOrderRanker().rank(requests), {"system": "initial (ranking-stage order)"}
         else:
-            run, extra = read_run(args.run), {"system": f"run file {args.run}"}
-    report = evaluate_run(requests, run, ks=args.k, gain=args.gain, threshold=args.threshold)
+            ranked, extra = read_run(run), {"system": f"run file {run}"}
+    else:
+        raise ValueError("evaluate a run or a checkpoint: give one of them")
+    report = evaluate_run(requests, ranked, ks=ks, gain=gain, threshold=threshold)
     report.update(extra)
     report["provenance"] = provenance(commit)
     print(format_report_table(report))
-    if args.out is not None:
-        write_json(args.out, report)
-        print(f"wrote {args.out}")
+    if out is not None:
+        write_json(out, report)
+        print(f"wrote {out}")
     return report
 
 

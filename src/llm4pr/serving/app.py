@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm4pr import __version__
 from llm4pr.data.requests import Item, PostRankRequest, RankResult, User
+from llm4pr.inference.config import InferenceConfig
 from llm4pr.rankers.base import Mode, Ranker, ServedMode, fallback_result
 from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
 from llm4pr.serving.metrics import ServingMetrics
@@ -79,8 +80,9 @@ class Service:
         self.schema = ranker.schema
         self.text_feature = rerank_text_feature(self.schema)
         self.rerank_refusal = rerank_refusal(self.schema)
-        # rerank scores compare only within one model pass: at most the ranker's window of documents
-        self.rerank_window: int | None = getattr(ranker, "window", None)
+        # rerank scores compare only within one model pass: at most the LLM ranker's window of documents
+        config = getattr(ranker, "config", None)
+        self.rerank_window: int | None = config.window if isinstance(config, InferenceConfig) else None
         self.token = os.environ.get(settings.token_env) or None
         self.batcher: MicroBatcher | None = None
         self.metrics = ServingMetrics(queue_depth=lambda: self.batcher.pending() if self.batcher else 0)
@@ -167,24 +169,23 @@ def serve(
     checkpoint: str | Path,
     host: str = "127.0.0.1",
     port: int = 8000,
-    device: str = "cpu",
     settings: ServingSettings | None = None,
-    window: int = 20,
-    stride: int = 10,
+    inference: InferenceConfig | None = None,
     log_level: str = "info",
-    quantize: str | None = None,
 ) -> None:
-    """Load a saved ranker (an LLM4PR checkpoint or run folder, or a saved baseline; the LLM
-    options apply to checkpoints only) and serve it with uvicorn until SIGINT/SIGTERM (then drain
-    and exit)."""
+    """Load a saved ranker (an LLM4PR checkpoint or run folder, or a saved baseline) and serve it
+    with uvicorn until SIGINT/SIGTERM (then drain and exit).
+
+    A checkpoint is loaded with `inference` (device, quantization, window, stride, shifts); its
+    mode and batch size are the service's (`settings.mode`, `settings.max_batch_size`), since the
+    micro-batcher decides both. A baseline has one ranking and ignores `inference`."""
     import uvicorn
 
     from llm4pr.loading import load_ranker
 
     settings = settings or ServingSettings()
-    ranker = load_ranker(
-        checkpoint, device=device, quantize=quantize, mode=settings.mode, batch_size=settings.max_batch_size, window=window, stride=stride
-    )
+    inference = (inference or InferenceConfig()).replace(mode=settings.mode, batch_size=settings.max_batch_size)
+    ranker = load_ranker(checkpoint, inference)
     if not is_loopback_host(host) and not os.environ.get(settings.token_env):
         logger.warning("serving on %s without authentication: set %s to require a bearer token", host, settings.token_env)
     uvicorn.run(

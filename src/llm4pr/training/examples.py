@@ -22,11 +22,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from llm4pr.data.requests import Item, PostRankRequest
+from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.metrics import ndcg_at_k
 from llm4pr.model.llm4pr import PromptInputs
-from llm4pr.model.prompts import EntityTexts, Prompt, PromptBuilder, adaptation_answer, entity_texts
+from llm4pr.model.prompts import Prompt, PromptBuilder, adaptation_answer
+from llm4pr.model.request_prompts import RequestPrompter
 
 AUXILIARY_DRAWS = 10
 
@@ -47,6 +48,9 @@ def ideal_order(labels: list[float], rng: random.Random | None = None) -> list[i
 
 
 class ExampleFactory:
+    """Training examples of the three tasks; the main and auxiliary prompts come from the same
+    `RequestPrompter` the ranker uses, so training shows requests exactly as inference does."""
+
     def __init__(
         self,
         builder: PromptBuilder,
@@ -56,48 +60,37 @@ class ExampleFactory:
         prompt_style: str = "soft",
         random_ties: bool = False,
     ) -> None:
-        self.builder = builder
-        self.prompt_style = prompt_style
-        self.schema = schema
-        self.max_history = max_history
+        self.prompter = RequestPrompter(builder, schema, max_history, prompt_style)
         self.shuffle_candidates = shuffle_candidates
         self.random_ties = random_ties
 
-    def _shown(self, request: PostRankRequest, rng: random.Random) -> tuple[list[Item], list[float], list[Item]]:
-        candidates = list(request.candidates[: self.builder.max_candidates])
+    def _shown(self, request: PostRankRequest, rng: random.Random) -> tuple[list[int], list[float]]:
+        """The positions of the candidates shown (the first the identifiers can label, shuffled
+        with `shuffle_candidates`), and their labels in that order."""
+        order = list(range(min(len(request.candidates), self.prompter.builder.max_candidates)))
         if self.shuffle_candidates:
-            rng.shuffle(candidates)
-        history = list(request.history[-self.max_history :]) if self.max_history else []
-        return candidates, [float(c.label) for c in candidates], history  # type: ignore[arg-type]
-
-    def _texts(self, request: PostRankRequest, history: list[Item], candidates: list[Item]) -> EntityTexts | None:
-        if self.prompt_style == "soft":
-            return None
-        return entity_texts(self.schema, request.user, history, candidates)
+            rng.shuffle(order)
+        return order, [float(request.candidates[p].label) for p in order]  # type: ignore[arg-type]
 
     def main(self, request: PostRankRequest, rng: random.Random) -> Example:
-        candidates, labels, history = self._shown(request, rng)
-        texts = self._texts(request, history, candidates)
-        prompt = self.builder.main_task(request.query, len(history), len(candidates), ideal_order(labels, rng if self.random_ties else None), texts)
-        inputs = PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates)
+        order, labels = self._shown(request, rng)
+        prompt, inputs = self.prompter.main_task(request, order, ideal_order(labels, rng if self.random_ties else None))
         return Example("main", prompt, inputs, candidate_labels=labels)
 
     def auxiliary(self, request: PostRankRequest, rng: random.Random) -> Example | None:
-        candidates, labels, history = self._shown(request, rng)
-        n = len(candidates)
+        order, labels = self._shown(request, rng)
+        n = len(order)
         for _ in range(AUXILIARY_DRAWS):
             one, two = rng.sample(range(n), n), rng.sample(range(n), n)
             ndcg_one = ndcg_at_k([labels[i] for i in one], n) or 0.0
             ndcg_two = ndcg_at_k([labels[i] for i in two], n) or 0.0
             if ndcg_one != ndcg_two:
-                better = 0 if ndcg_one > ndcg_two else 1
-                texts = self._texts(request, history, candidates)
-                prompt = self.builder.auxiliary_task(request.query, len(history), n, one, two, better, texts)
-                inputs = PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates)
+                prompt, inputs = self.prompter.auxiliary_task(request, order, one, two, 0 if ndcg_one > ndcg_two else 1)
                 return Example("auxiliary", prompt, inputs)
         return None
 
     def adaptation(self, request: PostRankRequest, candidate: int) -> Example:
         item = request.candidates[candidate]
-        prompt = self.builder.feature_adaptation(request.query, adaptation_answer(self.schema, request.user, item))
+        answer = adaptation_answer(self.prompter.schema, request.user, item)
+        prompt = self.prompter.builder.feature_adaptation(request.query, answer)
         return Example("adaptation", prompt, PromptInputs(query=request.query, user=request.user, item=item))

@@ -36,6 +36,7 @@ from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.features.encoders import FeatureStats
+from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.model.checkpoint import OPTIMIZER_FILE, load_optimizer, read_trainer_state, save_checkpoint
 from llm4pr.model.factory import add_lora, build_model, load_model
@@ -363,7 +364,7 @@ class Trainer:
             return {}
         requests, _ = load_split(self.data_dir, "valid")
         requests = requests[: self.config.max_valid_requests]
-        ranker = LLM4PRRanker.from_pretrained(self.run_dir, device=self.device, batch_size=self.config.inference_batch_size)
+        ranker = LLM4PRRanker.from_pretrained(self.run_dir, InferenceConfig(device=str(self.device), batch_size=self.config.inference_batch_size))
         report: dict[str, Any] = {"n_requests": len(requests)}
         for mode in ("generate", "first_token"):
             run = ranker.rank(requests, mode=mode)
