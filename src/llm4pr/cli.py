@@ -171,13 +171,17 @@ def _add_prepare_semanlink(datasets: Commands) -> None:
     semanlink.add_argument("--depth", type=int, default=20, help="BM25 candidates per query (default: 20, the model's window)")
     semanlink.add_argument("--split-ratio", type=float, nargs=3, default=(0.5, 0.2, 0.3), metavar=("TRAIN", "VALID", "TEST"))
     semanlink.add_argument("--seed", type=int, default=0, help="seed of the query split's hash")
+    semanlink.add_argument("--pseudo-queries", action="store_true",
+                           help="also train on each paper's title as a query for its abstract (BM25 candidates; docs/datasets.md)")
     semanlink.set_defaults(handler=_prepare_semanlink)
 
 
 def _prepare_semanlink(args: argparse.Namespace) -> int:
     from llm4pr.data.semanlink import prepare_semanlink
 
-    report = prepare_semanlink(args.source, args.out, depth=args.depth, split_ratio=tuple(args.split_ratio), seed=args.seed)
+    report = prepare_semanlink(
+        args.source, args.out, depth=args.depth, split_ratio=tuple(args.split_ratio), seed=args.seed, pseudo_queries=args.pseudo_queries
+    )
     _print_prepare_report(args.out, report)
     counts, first_stage = report["counts"], report["counts"]["first_stage"]
     print(f"{counts['queries']} queries, {counts['documents']} documents, {counts['relevant_pairs']} relevant pairs, "
@@ -185,6 +189,10 @@ def _prepare_semanlink(args: argparse.Namespace) -> int:
     print(f"BM25 recall@{args.depth}: {first_stage[f'recall@{args.depth}']:.4f} "
           f"({first_stage['queries_with_a_relevant_candidate']} queries with a relevant candidate, "
           f"{first_stage['queries_without_candidates']} matching no paper)")
+    if args.pseudo_queries:
+        pseudo = counts["pseudo_queries"]
+        print(f"pseudo-queries (titles) in train: {pseudo['requests']} ({pseudo['left_out']} papers left out, "
+              f"the paper ranked first by BM25 for {pseudo['paper_ranked_first']})")
     return 0
 
 

@@ -6,6 +6,7 @@ saved one back. See docs/baselines.md for losses and sizes.
 """
 
 from llm4pr.baselines.base import Baseline, FeaturisedRanker, ScoringRanker, descending_order
+from llm4pr.baselines.bi_encoder import BiEncoderRanker
 from llm4pr.baselines.features import RANKING_STAGE_FEATURES, Featuriser, uses_ranking_stage_signals
 from llm4pr.baselines.heuristics import ItemQualityRanker, RankingStageOrderRanker
 from llm4pr.baselines.listwise import DLCMRanker, PRMRanker, Seq2SlateRanker, SetRankRanker
@@ -23,6 +24,7 @@ from llm4pr.baselines.registry import BASELINES, build_baseline, fit_and_save_ba
 __all__ = [
     "BASELINES",
     "Baseline",
+    "BiEncoderRanker",
     "CANDIDATE_ORDERS",
     "RANKING_STAGE_FEATURES",
     "CandidateOrder",

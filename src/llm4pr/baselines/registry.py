@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llm4pr.baselines.base import Baseline
+from llm4pr.baselines.bi_encoder import BiEncoderRanker
 from llm4pr.baselines.heuristics import ItemQualityRanker, RankingStageOrderRanker
 from llm4pr.baselines.listwise import DLCMRanker, PRMRanker, Seq2SlateRanker, SetRankRanker
 from llm4pr.baselines.ltr import LambdaMARTRanker, LTRDNNRanker
@@ -19,6 +20,7 @@ from llm4pr.rankers.saved import MANIFEST_FILE, read_manifest
 
 BASELINES: dict[str, type[Baseline]] = {
     "initial": RankingStageOrderRanker,
+    "bi_encoder": BiEncoderRanker,
     "item_quality": ItemQualityRanker,
     "ltr_dnn": LTRDNNRanker,
     "lambdamart": LambdaMARTRanker,

@@ -8,7 +8,9 @@ that consume the ranking-stage signals (its score and embeddings as features) sa
 
 Every row runs through one path: build the row's ranker (a baseline by name, or LLM4PR whose
 `fit` is the trainer), fit it on the training split, rank the test split in the row's mode. The
-data is MovieLens, prepared by the benchmark (`source`), or any prepared folder (`data`).
+data is MovieLens, prepared by the benchmark (`source`), or any prepared folder (`data`). The
+table holds NDCG@k and MRR@k at the config's `metrics_at` cutoffs: 3 and 5 by default (the paper's
+MovieLens tables), 10 for text re-ranking (as BEIR reports it).
 
 Each (protocol, row, seed) result is written to its own file as soon as it is done, so an
 interrupted benchmark resumes without redoing finished rows; LLM training runs resume too.
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from llm4pr.provenance import git_commit, provenance
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 Protocol = Literal["input", "ranking_stage"]
 DATA_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "schema.json")
-HEADLINE_METRICS = ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5")
+TABLED_METRICS = ("ndcg", "mrr")  # evaluated at every cutoff of `metrics_at`, and tabled
 
 
 class RowConfig(BaseModel):
@@ -77,6 +79,9 @@ class BenchmarkConfig(BaseModel):
     max_test_requests: int | None = Field(default=None, gt=0)
     ranking_stage_folds: int = Field(default=5, ge=2)
     latency_requests: int = Field(default=50, ge=1, description="requests timed one by one for LLM rows")
+    metrics_at: list[int] = Field(
+        default_factory=lambda: [3, 5], min_length=1, description="cutoffs k of the NDCG@k and MRR@k evaluated and tabled"
+    )
     protocol_overrides: dict[Protocol, dict[str, Any]] = Field(
         default_factory=dict, description="deep-merged into every LLM row's training config under that protocol"
     )
@@ -87,6 +92,18 @@ class BenchmarkConfig(BaseModel):
         if self.data is not None and "source" in self.model_fields_set:
             raise ValueError("give 'source' (MovieLens, prepared by the benchmark) or 'data' (a prepared folder), not both")
         return self
+
+    @field_validator("metrics_at")
+    @classmethod
+    def _cutoffs(cls, metrics_at: list[int]) -> list[int]:
+        if any(k < 1 for k in metrics_at) or len(set(metrics_at)) != len(metrics_at):
+            raise ValueError(f"metrics_at needs distinct cutoffs >= 1, got {metrics_at}")
+        return metrics_at
+
+    @property
+    def tabled_metrics(self) -> tuple[str, ...]:
+        """The table's columns, metric by metric: ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5") by default."""
+        return tuple(f"{metric}@{k}" for metric in TABLED_METRICS for k in self.metrics_at)
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchmarkConfig":
@@ -227,7 +244,7 @@ class Benchmark:
             # the run's own record: rows sharing one run (and resumed runs) show what training cost
             train_s = ranker.train_seconds if ranker.train_seconds is not None else train_s
             extra = _llm_costs(ranker.llm, test[: self.config.latency_requests], row.mode)
-        report = evaluate_run(test, run)
+        report = evaluate_run(test, run, ks=self.config.metrics_at)
         return {
             "row": row.name,
             "protocol": protocol,
@@ -275,7 +292,7 @@ class Benchmark:
                     _read(self._result_path(protocol, row, seed)) for seed in self.config.seeds if self._result_path(protocol, row, seed).is_file()
                 ]
                 if seeds:
-                    rows.append(_summarise(protocol, row, seeds))
+                    rows.append(_summarise(protocol, row, seeds, self.config.tabled_metrics))
         pending = [
             {"protocol": p, "row": row.name, "seed": seed} for p, row, seed in self.jobs() if not self._result_path(p, row, seed).is_file()
         ]
@@ -303,7 +320,7 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]]) -> dict[str, Any]:
+def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "row": row.name,
         "protocol": protocol,
@@ -318,7 +335,7 @@ def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]]) -> di
         "wall_s_total": round(sum(s.get("wall_s", 0.0) for s in seeds), 1),
         "wall_s_unrecorded": sum("wall_s" not in s for s in seeds),  # row files written before wall_s existed
     }
-    for metric in HEADLINE_METRICS:
+    for metric in metrics:
         values = [s["metrics"][metric] for s in seeds if s["metrics"].get(metric) is not None]
         summary["mean"][metric] = round(statistics.fmean(values), 4) if values else None
         summary["std"][metric] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
@@ -330,17 +347,18 @@ def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]]) -> di
 
 
 def results_markdown(results: dict[str, Any]) -> str:
+    metrics = _tabled(results["rows"])
     lines = []
     if results.get("pending"):
         runs = sum(len(r["seeds"]) for r in results["rows"])
         lines += [f"**Incomplete:** {runs} runs done, {len(results['pending'])} pending (listed in results.json).", ""]
     for protocol in dict.fromkeys(r["protocol"] for r in results["rows"]):
         lines += [f"### Candidate order: {protocol}", ""]
-        lines.append("| row | signals | " + " | ".join(HEADLINE_METRICS) + " | input tokens | p50 ms | train s | seeds |")
-        lines.append("|---|---|" + "---|" * len(HEADLINE_METRICS) + "---|---|---|---|")
+        lines.append("| row | signals | " + " | ".join(metrics) + " | input tokens | p50 ms | train s | seeds |")
+        lines.append("|---|---|" + "---|" * len(metrics) + "---|---|---|---|")
         for row in (r for r in results["rows"] if r["protocol"] == protocol):
             cells = [
-                f"{row['mean'][m]:.4f} ± {row['std'][m]:.4f}" if row["mean"][m] is not None else "n/a" for m in HEADLINE_METRICS
+                f"{row['mean'][m]:.4f} ± {row['std'][m]:.4f}" if row["mean"][m] is not None else "n/a" for m in metrics
             ]
             tokens = f"{row['mean_input_tokens']:.0f}" if "mean_input_tokens" in row else ""
             latency = f"{row['latency_p50_ms']:.0f}" if "latency_p50_ms" in row else ""
@@ -358,6 +376,11 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += ["\\* trains nothing, so one run serves every seed (its ranking does not depend on the seed).", ""]
     lines += [_cost_line(results["rows"]), ""]
     return "\n".join(lines)
+
+
+def _tabled(rows: list[dict[str, Any]]) -> list[str]:
+    """The metric columns, as the summaries hold them (the config's `metrics_at`, metric by metric)."""
+    return list(rows[0]["mean"]) if rows else []
 
 
 def _cost_line(rows: list[dict[str, Any]]) -> str:
@@ -382,7 +405,8 @@ def _seeds_cell(row: dict[str, Any]) -> str:
 
 
 def plot_results(results: dict[str, Any], path: Path) -> None:
-    """NDCG@3 per row (mean, with the spread over seeds), one panel per protocol, one shared axis."""
+    """The first tabled metric (NDCG at the first cutoff) per row (mean, with the spread over seeds),
+    one panel per protocol, one shared axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -391,18 +415,19 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
     protocols = list(dict.fromkeys(r["protocol"] for r in results["rows"]))
     rows_per_panel = max(sum(r["protocol"] == p for r in results["rows"]) for p in protocols)
     fig, axes = plt.subplots(1, len(protocols), figsize=(7 * len(protocols), 0.45 * max(rows_per_panel, 4) + 1.8), squeeze=False, sharex=True)
-    scored = [r for r in results["rows"] if r["mean"]["ndcg@3"] is not None]
-    means = [r["mean"]["ndcg@3"] for r in scored]
+    metric = _tabled(results["rows"])[0]
+    scored = [r for r in results["rows"] if r["mean"][metric] is not None]
+    means = [r["mean"][metric] for r in scored]
     for ax, protocol in zip(axes[0], protocols, strict=True):
         rows = [r for r in scored if r["protocol"] == protocol]
         ax.barh(
             [r["row"] + (" *" if r["signals"] else "") for r in rows],
-            [r["mean"]["ndcg@3"] for r in rows],
-            xerr=[r["std"]["ndcg@3"] for r in rows],
+            [r["mean"][metric] for r in rows],
+            xerr=[r["std"][metric] for r in rows],
             color=["tab:orange" if r["kind"] == "llm" else "tab:blue" for r in rows],
         )
         ax.invert_yaxis()
-        ax.set_xlabel("NDCG@3 on the test split (mean over seeds)")
+        ax.set_xlabel(f"{metric.upper()} on the test split (mean over seeds)")
         ax.set_title(f"candidate order: {protocol}")
     if means:
         axes[0][0].set_xlim(max(min(means) - 0.02, 0.0), min(max(means) + 0.02, 1.0))

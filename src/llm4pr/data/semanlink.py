@@ -38,6 +38,17 @@ Protocol:
   take the ideal ranking from all relevant papers (trec_eval, ranx).
 - **No users:** the user is "anonymous" without features and the history is empty, so the same
   checkpoint can answer text-only rerank calls (the service refuses schemas with user features).
+- **In words** (feature adaptation's answers, all-text prompts): the abstract's first
+  `DESCRIBED_ABSTRACT_CHARS` characters, the title and the BM25 score. The whole abstract would make
+  an all-text prompt of 20 candidates about 4,500 tokens; the soft tokens read it whole.
+- **Pseudo-queries** (`pseudo_queries=True`, off by default): more training requests made from
+  the documents alone, never from a tag. Each paper's title is a query; its candidates are the
+  BM25 top `depth` over the abstracts alone (over title + abstract the paper would come first for
+  98% of the titles, over the abstracts for 83%), shown with `text` and `first_stage_score` (that
+  BM25 score) and without `title` (the paper's own would be the query, word for word); label 1 for
+  the paper, 0 for the others. They go into `train.jsonl` (request id `title:<arXiv number>`), so
+  every ranker trained on the folder learns from the same requests; a paper that its title does
+  not retrieve is left out (counted).
 
 The data is small (13 MB): both files are read whole. Bad or missing files stop the conversion
 with an error that names the file and, for a bad record, the record; the set is a fixed release,
@@ -73,6 +84,8 @@ BM25_K1, BM25_B = 0.9, 0.4
 RECALL_DEPTHS = (10, 20, 30, 50, 100)
 SCORE_DECIMALS = 4
 BM25_INSTALL = "pip install 'llm4pr[data]'"
+DESCRIBED_ABSTRACT_CHARS = 200  # about 40 tokens: all-text prompts of 20 candidates stay near 1,300 tokens
+PSEUDO_QUERY_PREFIX = "title:"
 
 
 @dataclass(frozen=True)
@@ -98,11 +111,13 @@ def prepare_semanlink(
     depth: int = DEFAULT_DEPTH,
     split_ratio: Sequence[float] = DEFAULT_SPLIT_RATIO,
     seed: int = 0,
+    pseudo_queries: bool = False,
 ) -> dict[str, Any]:
     """Write train/valid/test requests, their qrels, `schema.json` and `prepare.json` into `out`.
 
     `source` is the folder with `arxiv.json` and `tags.json` (the sdist's
-    `cherche/data/semanlink`), or a folder above it (the unpacked sdist).
+    `cherche/data/semanlink`), or a folder above it (the unpacked sdist). `pseudo_queries` adds
+    each paper's title as a training query for its abstract (module docstring).
     """
     if depth < 1:
         raise DataError(f"--depth must be at least 1, got {depth}")
@@ -119,6 +134,7 @@ def prepare_semanlink(
     split_of = {query.id: query_split(query.id, seed, ratio) for query in queries}
     stats = _Stats()
     rankings = {query.id: first_stage.rank(query.text) for query in queries}
+    pseudo = TitleQueries(papers, depth) if pseudo_queries else None
 
     def requests() -> Iterator[tuple[str, dict[str, Any]]]:
         for query in queries:
@@ -131,7 +147,9 @@ def prepare_semanlink(
                 continue  # a request needs a candidate; counted, and in the qrels
             if split == "train" and found == 0:
                 continue  # nothing to learn from; counted
-            yield split, _request(query, candidates, papers)
+            yield split, _request(query.id, query.text, candidates, papers, set(query.relevant), titles=True)
+        if pseudo is not None:
+            yield from (("train", request) for request in pseudo.requests)
 
     written = write_splits(out, requests())
     qrels_files = _write_qrels(out, queries, papers, split_of)
@@ -145,13 +163,14 @@ def prepare_semanlink(
         "tags_in_tags_json": len(all_tags),
         "by_split": stats.by_split(depth),
         "first_stage": {"depth": depth, **stats.summary(depth, queries)},
+        **({"pseudo_queries": pseudo.counts} if pseudo is not None else {}),
     }
     return finish(
         out,
         build_schema(),
         source=str(source),
         inputs=[arxiv, tags],
-        options={"depth": depth, "split_ratio": list(ratio), "seed": seed},
+        options={"depth": depth, "split_ratio": list(ratio), "seed": seed, "pseudo_queries": pseudo_queries},
         protocol={
             "request": "one per tag carried by a paper, except " + ", ".join(EXCLUDED_TAGS) + "; query = the tag's prefLabel",
             "split": f"per query: a uniform draw from sha256('{seed}:<request id>') cut at split_ratio {list(ratio)} (train, valid, test)",
@@ -163,6 +182,7 @@ def prepare_semanlink(
             "queries_without_candidates": "no request (a request needs a candidate); counted, and listed in the split's qrels",
             "qrels": "train.qrels, valid.qrels, test.qrels: every relevant pair of the split's queries (TREC format)",
             "user": "anonymous, without features or history (text-only rerank calls can use the checkpoint)",
+            **({"pseudo_queries": TitleQueries.description(depth)} if pseudo is not None else {}),
         },
         counts=counts,
         problems=RowProblems(),
@@ -174,9 +194,11 @@ def build_schema() -> FeatureSchema:
     """`text` first: the service's rerank puts a document into the first item text feature."""
     return FeatureSchema(
         dataset="semanlink",
-        label="1 if the curator gave the paper the query's tag, else 0",
+        label="1 if the curator gave the paper the query's tag (a title pseudo-query: if it is the paper's title), else 0",
         features=(
-            FeatureSpec(name="text", owner="item", kind=FeatureKind.text, description="abstract: {value}"),
+            FeatureSpec(
+                name="text", owner="item", kind=FeatureKind.text, description=f"abstract: {{value:.{DESCRIBED_ABSTRACT_CHARS}}}..."
+            ),
             FeatureSpec(name="title", owner="item", kind=FeatureKind.text, description="titled {value}"),
             FeatureSpec(
                 name="first_stage_score", owner="item", kind=FeatureKind.numerical, description="BM25 score {value:.2f}"
@@ -352,16 +374,45 @@ class _Stats:
         }
 
 
-def _request(query: Query, candidates: list[tuple[int, float]], papers: list[Paper]) -> dict[str, Any]:
-    relevant = set(query.relevant)
+class TitleQueries:
+    """Pseudo-queries from the documents alone, each paper's title as the query for its abstract:
+    more training lists than the ~150 training tags give, without reading any tag."""
+
+    def __init__(self, papers: list[Paper], depth: int) -> None:
+        first_stage = BM25FirstStage([paper.abstract for paper in papers])
+        self.requests: list[dict[str, Any]] = []
+        left_out = first = 0
+        for position, paper in enumerate(papers):
+            candidates = first_stage.rank(paper.title)[:depth]
+            found = [index for index, _ in candidates]
+            if position not in found:
+                left_out += 1
+                continue
+            first += found[0] == position
+            request_id = PSEUDO_QUERY_PREFIX + paper.id
+            self.requests.append(_request(request_id, paper.title, candidates, papers, {position}, titles=False))
+        self.counts = {"requests": len(self.requests), "left_out": left_out, "paper_ranked_first": first}
+
+    @staticmethod
+    def description(depth: int) -> str:
+        return (
+            f"training only: per paper, its title as the query over the first stage's top {depth} on the abstracts alone; "
+            f"candidates without 'title'; label 1 for the paper, else 0; request id '{PSEUDO_QUERY_PREFIX}<arxiv_num>'; "
+            "a paper outside its own title's candidates is left out"
+        )
+
+
+def _request(
+    request_id: str, query: str, candidates: list[tuple[int, float]], papers: list[Paper], relevant: set[int], titles: bool
+) -> dict[str, Any]:
     items = []
     for position, score in candidates:
         paper = papers[position]
-        features = {"text": paper.abstract, "title": paper.title, "first_stage_score": _number(score)}
+        features = {"text": paper.abstract, **({"title": paper.title} if titles else {}), "first_stage_score": _number(score)}
         items.append({"id": paper.id, "features": features, "label": int(position in relevant)})
     return {
-        "request_id": query.id,
-        "query": query.text,
+        "request_id": request_id,
+        "query": query,
         "user": {"id": ANONYMOUS_USER, "features": {}},
         "history": [],
         "candidates": items,
