@@ -303,6 +303,7 @@ def test_demo_trains_one_run_per_config_and_reports_the_test_split(tiny_backbone
     assert len(first_runs) == 1
     report = json.loads((out / "demo_report.json").read_text())
     assert report["test_requests"] == len(read_requests(data_dir / "test.jsonl")) and report["run"].endswith(first_runs[0])
+    assert 0 < report["training_s"] <= report["wall_time_s"]
     assert_provenance(report["provenance"])
     config_path.write_text(yaml.safe_dump(tiny_config(tiny_backbone_dir, seed=1, **small).model_dump(mode="json")))
     run_demo(out, config_path)

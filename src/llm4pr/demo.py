@@ -30,7 +30,7 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     from llm4pr.inference.ranker import LLM4PRRanker
     from llm4pr.model.run_folder import STAGE_DIRS
     from llm4pr.training.config import TrainConfig
-    from llm4pr.training.trainer import Trainer
+    from llm4pr.training.trainer import Trainer, training_seconds
 
     config_path = config_path or DEFAULT_CONFIG
     if not config_path.is_file():
@@ -58,7 +58,8 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     for mode in SERVED_MODES:
         runs[f"llm4pr ({mode})"] = ranker.rank(test, mode=mode)
     reports = {name: evaluate_run(test, run) for name, run in runs.items()}
-    summary = {"config": str(config_path), "run": str(run_dir), "test_requests": len(test), "reports": reports, "wall_time_s": round(time.perf_counter() - started, 1), "provenance": provenance(commit)}
+    summary = {"config": str(config_path), "run": str(run_dir), "test_requests": len(test), "reports": reports,
+               "training_s": training_seconds(run_dir), "wall_time_s": round(time.perf_counter() - started, 1), "provenance": provenance(commit)}
     write_json(out / "demo_report.json", summary)
 
     print("[4/4] results on the ML-100K test split")
