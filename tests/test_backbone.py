@@ -1,8 +1,10 @@
-"""Backbone: the tiny test model, the identifier-token check, loading and the GGUF cache."""
+"""Backbone: the tiny test model (tests/tiny.py), the identifier-token check, loading and the GGUF cache."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -15,8 +17,8 @@ from llm4pr.model.backbone import (
     BackboneError,
     load_backbone,
     single_token_ids,
-    tiny_backbone,
 )
+from tests.tiny import tiny_backbone
 
 
 def test_tiny_backbone_batched_forward_and_generation() -> None:
@@ -141,15 +143,12 @@ def test_failed_conversion_leaves_no_cache_behind(
 
 
 def test_existing_cache_folder_is_used_without_converting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, tokenizer = tiny_backbone()
-    folder = tmp_path / backbone.DEFAULT_BACKBONE
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = shutil.copytree(tiny_backbone_dir, tmp_path / backbone.DEFAULT_BACKBONE)  # <cache>/<alias>
     _fake_package(monkeypatch, None)  # converting would fail: the package "is missing"
     loaded, _ = load_backbone(cache_dir=tmp_path)
-    assert loaded.config.hidden_size == model.config.hidden_size
+    assert loaded.config.hidden_size == json.loads((folder / "config.json").read_text())["hidden_size"]
 
 
 # --- the real default backbone (converted from the packaged GGUF file) ---

@@ -34,7 +34,7 @@ from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.features.text_encoder import HashingTextEncoder
 from llm4pr.rankers.base import InitialOrderRanker
-from toy import TOY_SCHEMA, toy_requests
+from tests.toy import TOY_SCHEMA, toy_requests
 
 torch.set_num_threads(1)
 

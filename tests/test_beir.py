@@ -20,7 +20,7 @@ import pytest
 
 from llm4pr.data.beir import prepare_beir
 from llm4pr.data.errors import DataError
-from tiny import check_contract, check_prepared_folder, read_prepared
+from tests.tiny import check_contract, check_prepared_folder, read_prepared
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir"
 DATA, RUN = FIXTURE / "sample", FIXTURE / "bm25-top30.trec"

@@ -12,19 +12,17 @@ from llm4pr.benchmarks.comparison import Benchmark, BenchmarkConfig, results_mar
 from llm4pr.data.config_files import deep_merge
 from llm4pr.cli import main
 from llm4pr.data.errors import DataError
-from tiny import save_tiny_backbone
-from toy import write_toy_data
+from tests.toy import write_toy_data
 
 FIXTURE = Path(__file__).parent / "fixtures" / "movielens" / "grouplens-100k"
 
 
 @pytest.fixture(scope="module")
-def llm_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def llm_config(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> Path:
     folder = tmp_path_factory.mktemp("bench-llm")
-    save_tiny_backbone(folder / "backbone")
     config = {
         "max_valid_requests": 2,
-        "model": {"backbone": str(folder / "backbone"), "text_encoder": "hashing", "qia_hidden_dim": 16, "categorical_dim": 4,
+        "model": {"backbone": str(tiny_backbone_dir), "text_encoder": "hashing", "qia_hidden_dim": 16, "categorical_dim": 4,
                   "lora": {"r": 2, "alpha": 4}},
         "adaptation": {"steps": 1, "batch_size": 2},
         "post_rank": {"steps": 1, "batch_size": 2},
@@ -231,7 +229,7 @@ def test_metrics_at_decides_the_cutoffs_evaluated_and_tabled(tmp_path: Path) -> 
     from llm4pr.baselines import RankingStageOrderRanker
     from llm4pr.data.jsonl import read_requests
     from llm4pr.evaluation.evaluate import evaluate_run
-    from toy import TOY_SCHEMA
+    from tests.toy import TOY_SCHEMA
 
     data = write_toy_data(tmp_path / "toy", n_train=10, n_valid=2, n_test=6)
     config = {"data": str(data), "seeds": [0], "protocols": ["input"], "metrics_at": [2, 4],
@@ -289,7 +287,7 @@ def test_an_llm_row_fits_by_training_and_saves_its_checkpoint(tmp_path: Path, ll
     from llm4pr.inference.config import InferenceConfig
     from llm4pr.loading import load_ranker
     from llm4pr.training.config import TrainConfig
-    from toy import TOY_SCHEMA
+    from tests.toy import TOY_SCHEMA
 
     data = write_toy_data(tmp_path / "toy", n_train=8, n_valid=2, n_test=3)
     test = read_requests(data / "test.jsonl", TOY_SCHEMA)

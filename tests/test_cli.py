@@ -11,7 +11,7 @@ import llm4pr.serving
 from llm4pr.baselines import load_baseline
 from llm4pr.cli import main
 from llm4pr.data.jsonl import read_requests, read_run
-from toy import TOY_SCHEMA, write_toy_data
+from tests.toy import TOY_SCHEMA, write_toy_data
 
 
 def test_serve_passes_flags_to_the_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -77,8 +77,8 @@ def test_fit_baseline_then_rank_with_the_saved_folder(tmp_path: Path, capsys: py
     assert [r.ranking for r in read_run(tmp_path / "run.jsonl")] == [r.ranking for r in expected]
 
 
-def test_a_folder_that_is_no_ranker_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = write_toy_data(tmp_path / "data")
+def test_a_folder_that_is_no_ranker_is_a_clear_error(toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = toy_data_dir
     (tmp_path / "empty").mkdir()
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "ranker.json").write_text('{"format": "llm4pr-ranker", "kind": "lambdamart"}')
@@ -111,8 +111,10 @@ def test_a_folder_that_is_no_ranker_is_a_clear_error(tmp_path: Path, capsys: pyt
         (["--batch-size", "0", "--window", "1"], "--batch-size: Input should be greater than or equal to 1; --window: Input should be"),
     ],
 )
-def test_bad_inference_options_are_one_error_line_naming_them(flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = write_toy_data(tmp_path / "data")
+def test_bad_inference_options_are_one_error_line_naming_them(
+    flags: list[str], message: str, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = toy_data_dir
     commands = [
         ["rank", "--checkpoint", str(tmp_path), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "run.jsonl")],
         ["rank", "--engine", "ray", "--checkpoint", str(tmp_path), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "out")],

@@ -15,30 +15,19 @@ from llm4pr.data.jsonl import read_requests
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.training.config import TrainConfig
 from llm4pr.training.trainer import Trainer
-from tiny import save_tiny_backbone
-from toy import TOY_SCHEMA, write_toy_data
+from tests.tiny import TrainConfigFactory
+from tests.toy import TOY_SCHEMA
 
 WEIGHT_FILES = ("adaptation/encoders.safetensors", "model/encoders.safetensors", "model/adapter/adapter_model.safetensors")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("dp")
-    save_tiny_backbone(folder / "backbone")
-    data = write_toy_data(folder / "data")
-    config = {
-        "seed": 0,
-        "checkpoint_every": 2,
-        "max_valid_requests": 4,
-        "inference_batch_size": 4,
-        "gradient_checkpointing": True,
-        "model": {"backbone": str(folder / "backbone"), "text_encoder": "hashing", "qia_hidden_dim": 32, "categorical_dim": 8,
-                  "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},  # no dropout: the processes' noise differs from one process's
-        "adaptation": {"steps": 3, "batch_size": 4},
-        "post_rank": {"steps": 4, "batch_size": 4, "auxiliary_ratio": 0.5},
-    }
-    (folder / "train.yaml").write_text(yaml.safe_dump(config))
-    return folder / "train.yaml", data
+def setup(tmp_path_factory: pytest.TempPathFactory, tiny_train_config: TrainConfigFactory, toy_data_dir: Path) -> tuple[Path, Path]:
+    config = tiny_train_config(gradient_checkpointing=True).model_dump(mode="json")
+    config["model"]["lora"]["dropout"] = 0.0  # no dropout: the processes' noise differs from one process's
+    path = tmp_path_factory.mktemp("dp") / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, toy_data_dir
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

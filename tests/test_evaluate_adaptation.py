@@ -15,10 +15,9 @@ from llm4pr.inference.adaptation import generate_answers, phrase_found, read_bac
 from llm4pr.model.llm4pr import PromptInputs
 from llm4pr.model.prompts import adaptation_answer, collate, split_adaptation_answer
 from llm4pr.model.run_folder import resolve_checkpoint
-from llm4pr.training.config import TrainConfig
 from llm4pr.training.trainer import Trainer
-from tiny import TINY, save_tiny_backbone, tiny_model
-from toy import TOY_SCHEMA, toy_requests, write_toy_data
+from tests.tiny import TrainConfigFactory, tiny_model
+from tests.toy import TOY_SCHEMA, toy_requests
 
 REQUEST = toy_requests(1, seed=3)[0]
 
@@ -96,15 +95,15 @@ def test_greedy_answers_continue_each_left_padded_prompt() -> None:
         assert answer.startswith(expected) and "Describe the user" not in answer
 
 
-def test_evaluate_adaptation_command_on_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data_dir = write_toy_data(tmp_path / "data")
-    model = {**TINY.model_dump(mode="json"), "backbone": str(save_tiny_backbone(tmp_path / "backbone"))}
-    config = TrainConfig.model_validate({"model": model, "adaptation": {"steps": 2, "batch_size": 4}})
+def test_evaluate_adaptation_command_on_a_run_folder(
+    tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_train_config(adaptation={"steps": 2, "batch_size": 4})
     run_dir = tmp_path / "run"
-    Trainer(config, data_dir, run_dir, progress=False).run(stages=("adaptation",))
+    Trainer(config, toy_data_dir, run_dir, progress=False).run(stages=("adaptation",))
     assert resolve_checkpoint(run_dir, stage_dir="adaptation") == run_dir / "adaptation"
     out = tmp_path / "fa.json"
-    args = ["evaluate-adaptation", "--checkpoint", str(run_dir), "--data", str(data_dir / "valid.jsonl"), "--items", "3", "--out", str(out)]
+    args = ["evaluate-adaptation", "--checkpoint", str(run_dir), "--data", str(toy_data_dir / "valid.jsonl"), "--items", "3", "--out", str(out)]
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert report["n_items"] == 3 and report["checkpoint"] == str(run_dir / "adaptation")

@@ -26,7 +26,7 @@ from llm4pr.data.download import fetch, unpack
 from llm4pr.data.errors import DataError
 from llm4pr.data.kuaisar import prepare_kuaisar
 from llm4pr.data.schema import FeatureSchema
-from tiny import check_contract, check_prepared_folder, read_prepared
+from tests.tiny import check_contract, check_prepared_folder, read_prepared
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kuaisar"
 BEIJING = timezone(timedelta(hours=8))

@@ -23,7 +23,7 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests
 from llm4pr.data.letor import prepare_letor
 from llm4pr.data.schema import FeatureSchema
-from tiny import check_contract, check_prepared_folder
+from tests.tiny import check_contract, check_prepared_folder
 
 FIXTURE = Path(__file__).parent / "fixtures" / "letor"
 FOLD = FIXTURE / "MQ2007" / "Fold1"

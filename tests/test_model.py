@@ -21,32 +21,26 @@ from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.decoding import Decoded, decode, repair
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.inference.window import sliding_window_rank, window_schedule
-from llm4pr.model.backbone import BackboneError, tiny_backbone
-from llm4pr.model.factory import add_lora, build_model
-from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig, PromptInputs
+from llm4pr.model.backbone import BackboneError
+from llm4pr.model.factory import add_lora, build_model, keep_first_layers
+from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import IGNORE_INDEX, Prompt, PromptBatch, PromptBuilder, collate, entity_texts
 from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
 from llm4pr.training.examples import ExampleFactory, ideal_order
 from llm4pr.training.losses import listwise_first_token_loss, next_token_loss
-from tiny import save_tiny_backbone
-from toy import TOY_SCHEMA, toy_requests
-
-TINY = ModelConfig(backbone="tiny", dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8)
-
-
-def make_model(adapter: str = "qia", seed: int = 0, **options: object) -> tuple[LLM4PRModel, PromptBuilder]:
-    torch.manual_seed(seed)
-    backbone, tokenizer = tiny_backbone(seed=seed)
-    config = TINY.model_copy(update={"adapter": adapter, **options})
-    stats = FeatureStats.fit(TOY_SCHEMA, toy_requests(30))
-    model, tokenizer = build_model(config, TOY_SCHEMA, stats, backbone, tokenizer, load_text_encoder("hashing"))
-    model.eval()
-    return model, PromptBuilder(tokenizer, config.identifiers)
+from tests.tiny import TINY, make_model, save_tiny_backbone, tiny_backbone
+from tests.toy import TOY_SCHEMA, toy_requests
 
 
 @pytest.fixture(scope="module")
 def tiny() -> tuple[LLM4PRModel, PromptBuilder]:
     return make_model()
+
+
+@pytest.fixture(scope="module")
+def shared_model() -> tuple[LLM4PRModel, PromptBuilder]:
+    """A second untrained model (seed 3) for the decoding property test's many examples."""
+    return make_model(seed=3)
 
 
 def test_qia_shapes_and_attention_sum_to_one() -> None:
@@ -258,8 +252,8 @@ def test_repair() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(sizes=st.lists(st.integers(min_value=1, max_value=8), min_size=1, max_size=4), seed=st.integers(0, 10_000))
-def test_constrained_decoding_always_yields_a_permutation(sizes: list[int], seed: int) -> None:
-    model, builder = _SHARED
+def test_constrained_decoding_always_yields_a_permutation(shared_model: tuple[LLM4PRModel, PromptBuilder], sizes: list[int], seed: int) -> None:
+    model, builder = shared_model
     rng = random.Random(seed)
     requests = [toy_requests(1, n_candidates=n, seed=rng.randrange(1000))[0] for n in sizes]
     prompts = [builder.main_task(r.query, len(r.history), len(r.candidates)) for r in requests]
@@ -269,9 +263,6 @@ def test_constrained_decoding_always_yields_a_permutation(sizes: list[int], seed
         decoded = decode(model, batch, inputs, builder.identifier_ids, sizes, mode=mode, eos_token_id=builder.tokenizer.eos_token_id)
         for result, n in zip(decoded, sizes):
             assert sorted(result.order) == list(range(n))
-
-
-_SHARED = make_model(seed=3)
 
 
 @pytest.mark.parametrize("mode", ["generate", "first_token", "unconstrained"])
@@ -645,3 +636,39 @@ def test_candidate_prior_is_trained_and_saved(tmp_path: Path) -> None:
     fresh, _ = make_model(seed=9, candidate_prior=True)
     load_weights(fresh, tmp_path)
     torch.testing.assert_close(fresh.candidate_prior.weight, model.candidate_prior.weight)  # type: ignore[union-attr]
+
+
+# --- backbone_layers: a shallower backbone --------------------------------------------------------
+
+
+def test_keeping_the_first_layers_equals_the_full_model_read_out_after_them() -> None:
+    """The cut backbone computes exactly what the full one has after its first block, then the
+    final norm and the head: nothing is re-initialised or skipped in between."""
+    full, tokenizer = tiny_backbone(seed=1, layers=3)
+    cut, _ = tiny_backbone(seed=1, layers=3)
+    keep_first_layers(cut, 1)
+    assert len(cut.get_decoder().layers) == 1 and cut.config.num_hidden_layers == 1
+    ids = torch.tensor([tokenizer.encode("Rank A B C")])
+    with torch.no_grad():
+        after_first = full(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        expected = full.lm_head(full.get_decoder().norm(after_first))
+        assert torch.allclose(cut(input_ids=ids).logits, expected, atol=1e-5)
+
+
+def test_backbone_layers_beyond_the_backbone_are_refused_by_name() -> None:
+    backbone, _ = tiny_backbone(layers=2)
+    with pytest.raises(BackboneError, match="backbone_layers: 3 requested, the backbone has 2"):
+        keep_first_layers(backbone, 3)
+    with pytest.raises(ValidationError, match="backbone_layers"):
+        TINY.model_validate({**TINY.model_dump(), "backbone_layers": 0})
+
+
+def test_a_model_on_a_cut_backbone_ranks_every_request() -> None:
+    """Both modes, with the prefix cache and (generate) the key/value cache over the cut layers."""
+    model, builder = make_model(backbone_layers=1)
+    assert len(model.backbone.get_decoder().layers) == 1
+    requests = toy_requests(4, seed=2)
+    for mode in ("generate", "first_token"):
+        results = LLM4PRRanker(model, builder, mode=mode).rank(requests)
+        for request, result in zip(requests, results, strict=True):
+            assert not result.fallback and sorted(result.ranking) == sorted(request.candidate_ids)

@@ -20,8 +20,7 @@ from llm4pr.inference.ray_batch import rank_with_ray, read_results
 from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import add_lora, build_model
 from llm4pr.model.llm4pr import LoraSettings, ModelConfig
-from tiny import save_tiny_backbone
-from toy import TOY_SCHEMA, toy_requests
+from tests.toy import TOY_SCHEMA, toy_requests
 
 pytestmark = pytest.mark.slow
 OPTIONS = InferenceConfig(mode="first_token", batch_size=4, window=20, stride=10)
@@ -35,11 +34,10 @@ def local_ray():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> Path:
     folder = tmp_path_factory.mktemp("ray-model")
-    save_tiny_backbone(folder / "backbone")
     requests = toy_requests(20, seed=1)
-    config = ModelConfig(backbone=str(folder / "backbone"), text_encoder="hashing", qia_hidden_dim=16, categorical_dim=4,
+    config = ModelConfig(backbone=str(tiny_backbone_dir), text_encoder="hashing", qia_hidden_dim=16, categorical_dim=4,
                          lora=LoraSettings(r=2, alpha=4))
     model, _ = build_model(config, TOY_SCHEMA, FeatureStats.fit(TOY_SCHEMA, requests))
     add_lora(model, config.lora)

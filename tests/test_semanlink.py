@@ -29,7 +29,7 @@ from llm4pr.data.jsonl import read_requests
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.data.semanlink import BM25_B, BM25_K1, prepare_semanlink, query_split
 from llm4pr.serving.schemas import rerank_refusal, rerank_text_feature
-from tiny import check_prepared_folder, read_prepared
+from tests.tiny import check_prepared_folder, read_prepared
 
 FIXTURE = Path(__file__).parent / "fixtures" / "semanlink"
 TAG = "http://www.semanlink.net/tag/"

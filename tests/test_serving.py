@@ -23,7 +23,6 @@ from typing import Any
 import cohere
 import httpx
 import pytest
-import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -38,12 +37,9 @@ from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
 from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.features.encoders import FeatureStats
-from llm4pr.features.text_encoder import load_text_encoder
-from llm4pr.model.backbone import tiny_backbone
 from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import build_model
 from llm4pr.model.llm4pr import ModelConfig
-from llm4pr.model.prompts import PromptBuilder
 from llm4pr.rankers.base import InitialOrderRanker
 from llm4pr.serving import ServingSettings, create_app, serve
 from llm4pr.serving import app as app_module
@@ -52,9 +48,8 @@ from llm4pr.serving.loadtest import Sample, judge, run_load, summarize
 from llm4pr.serving.loadtest import main as loadtest_main
 from llm4pr.serving.schemas import RerankBody, rerank_request
 from llm4pr.serving.settings import is_loopback_host
-from test_model import make_model
-from tiny import TINY
-from toy import GENRES, TOY_SCHEMA, toy_requests
+from tests.tiny import make_model, tiny_model
+from tests.toy import GENRES, TOY_SCHEMA, toy_requests
 
 TOKEN_ENV = "LLM4PR_TEST_TOKEN"  # not the default name, so that a developer's own token cannot leak in
 
@@ -262,13 +257,10 @@ def test_concurrent_requests_are_batched_and_rank_as_single_ones(tiny_ranker: LL
     assert {mode for _, mode in recording.batches} == {"generate", "first_token"}
 
 
-def test_serve_loads_a_checkpoint_and_runs_uvicorn_on_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_loads_a_checkpoint_and_runs_uvicorn_on_loopback(tiny_backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    backbone, tokenizer = tiny_backbone(seed=0)
-    backbone.save_pretrained(tmp_path / "backbone")
-    tokenizer.save_pretrained(tmp_path / "backbone")
-    config = ModelConfig(backbone=str(tmp_path / "backbone"), dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8)
+    config = ModelConfig(backbone=str(tiny_backbone_dir), dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8)
     model, _ = build_model(config, TOY_SCHEMA, FeatureStats.fit(TOY_SCHEMA, toy_requests(10)))
     save_checkpoint(model, tmp_path / "run" / "model")
     captured: dict[str, Any] = {}
@@ -616,12 +608,8 @@ def text_requests(n: int) -> list[PostRankRequest]:
 @pytest.fixture(scope="module")
 def text_ranker() -> LLM4PRRanker:
     """A tiny random LLM4PR model whose schema can take bare text documents (no user features)."""
-    torch.manual_seed(0)
-    backbone, tokenizer = tiny_backbone(seed=0)
-    stats = FeatureStats.fit(TEXT_SCHEMA, text_requests(5))
-    model, tokenizer = build_model(TINY, TEXT_SCHEMA, stats, backbone, tokenizer, load_text_encoder("hashing"))
-    model.eval()
-    return LLM4PRRanker(model, PromptBuilder(tokenizer, TINY.identifiers), batch_size=8)
+    model, builder = tiny_model(TEXT_SCHEMA, text_requests(5))
+    return LLM4PRRanker(model, builder, batch_size=8)
 
 
 @pytest.fixture(scope="module")

