@@ -8,8 +8,6 @@ reuses what an earlier run left in the output folder, so an interrupted demo res
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +36,7 @@ def run_demo(out: Path, config_path: Path | None = None) -> dict[str, Any]:
     config = TrainConfig.load(config_path)
     # One run folder per config: a rerun with the same config resumes (or reuses) its run, a
     # changed config (new defaults after an update) trains afresh beside the old one.
-    digest = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
-    data_dir, run_dir = out / "data", out / f"run-{digest}"
+    data_dir, run_dir = out / "data", out / f"run-{config.digest()}"
     started = time.perf_counter()
     commit = git_commit()
     if not (data_dir / "prepare.json").is_file():

@@ -18,7 +18,6 @@ interrupted benchmark resumes without redoing finished rows; LLM training runs r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import statistics
@@ -271,8 +270,7 @@ class Benchmark:
         from llm4pr.benchmarks.llm_row import TrainableLLM4PR
 
         config = self._training_config(row, seed, protocol)
-        digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), row.signals], sort_keys=True).encode()).hexdigest()[:12]
-        return TrainableLLM4PR(config, data_dir, self.out / "runs" / protocol / digest, progress=self.progress)
+        return TrainableLLM4PR(config, data_dir, self.out / "runs" / protocol / config.digest(row.signals), progress=self.progress)
 
     def _training_config(self, row: RowConfig, seed: int, protocol: Protocol) -> Any:
         """The row's training config: its file, then the protocol's overrides, then the row's own."""

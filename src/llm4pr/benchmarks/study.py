@@ -58,12 +58,8 @@ def run_study(
         "run_dir": str(run_dir),
         "validation": report,
         "train_s": training_seconds(run_dir),
-        "wall_s": round(time.perf_counter() - started, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "provenance": provenance(commit),
     }
-    write_json(out_dir / f"{name}.json", record)
-    return record
+    return _write_record(record, out_dir, started, commit)
 
 
 def run_baseline_study(baseline: str, data_dir: Path, name: str, out_dir: Path = Path("benchmarks/results/studies"), seed: int = 0) -> dict[str, Any]:
@@ -91,11 +87,20 @@ def run_baseline_study(baseline: str, data_dir: Path, name: str, out_dir: Path =
         "data": str(data_dir),
         "validation": {"ranking": evaluate_run(valid, ranker.rank(valid))},
         "train_s": round(train_s, 1),
+    }
+    return _write_record(record, out_dir, started, commit)
+
+
+def _write_record(record: dict[str, Any], out_dir: Path, started: float, commit: str | None) -> dict[str, Any]:
+    """Add what every study file records about its making (wall time, peak memory, provenance),
+    write it as `out_dir/<name>.json` and return it."""
+    record = {
+        **record,
         "wall_s": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "provenance": provenance(commit),
     }
-    write_json(out_dir / f"{name}.json", record)
+    write_json(out_dir / f"{record['name']}.json", record)
     return record
 
 

@@ -6,6 +6,8 @@ A stage with `steps: 0` is skipped: `adaptation.steps: 0` is the paper's "w/o FA
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,6 +63,15 @@ class TrainConfig(BaseModel):
     def trains(self) -> bool:
         """False when both stages are skipped (the zero-shot LLM): the run is the same for any seed."""
         return bool(self.adaptation.steps or self.post_rank.steps)
+
+    def digest(self, *extra: object) -> str:
+        """A short hash of what this config trains (and of `extra`, e.g. a row's data variant).
+
+        Only settings that differ from their defaults are hashed, so adding a new option with a
+        default that keeps today's behaviour does not orphan existing run folders.
+        """
+        settings = self.model_dump(mode="json", exclude_defaults=True)
+        return hashlib.sha256(json.dumps([settings, *extra], sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> "TrainConfig":
