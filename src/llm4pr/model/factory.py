@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.encoders import FeatureStats, SupportsEncode
 from llm4pr.features.text_encoder import load_text_encoder
-from llm4pr.model.backbone import load_backbone
+from llm4pr.model.backbone import BackboneError, load_backbone
 from llm4pr.model.checkpoint import ADAPTER_DIR, has_adapter, load_weights, read_checkpoint_config
 from llm4pr.model.llm4pr import LLM4PRModel, LoraSettings, ModelConfig
 
@@ -28,11 +28,33 @@ def build_model(
     """A fresh model: the backbone frozen, encoders and adapters newly initialised."""
     if backbone is None or tokenizer is None:
         backbone, tokenizer = load_backbone(config.backbone, dtype=config.dtype)
+    if config.backbone_layers is not None:
+        keep_first_layers(backbone, config.backbone_layers)
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
     encoder = text_encoder if text_encoder is not None else load_text_encoder(config.text_encoder)
     model = LLM4PRModel(config, schema, stats, backbone, encoder).to(device)
     return model, tokenizer
+
+
+def keep_first_layers(backbone: PreTrainedModel, layers: int) -> None:
+    """Cut a decoder-only backbone to its first `layers` blocks, in place (final norm and head kept).
+
+    Why: on a CPU the step time is the backbone's matrix products, in proportion to its depth, and
+    a post-ranker that picks among a handful of candidates may not need every layer of a chat
+    model (measured on validation: docs/decisions.md).
+    """
+    decoder = backbone.get_decoder()
+    blocks = getattr(decoder, "layers", None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise BackboneError(f"backbone_layers: {type(backbone).__name__} has no list of decoder layers to cut")
+    if layers > len(blocks):
+        raise BackboneError(f"backbone_layers: {layers} requested, the backbone has {len(blocks)}")
+    decoder.layers = torch.nn.ModuleList(list(blocks)[:layers])
+    backbone.config.num_hidden_layers = layers
+    layer_types = getattr(backbone.config, "layer_types", None)
+    if layer_types is not None:
+        backbone.config.layer_types = list(layer_types)[:layers]
 
 
 def add_lora(model: LLM4PRModel, settings: LoraSettings) -> None:

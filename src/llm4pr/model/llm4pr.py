@@ -68,6 +68,12 @@ class ModelConfig(BaseModel):
         description="add a linear read-out of each candidate's soft token to its identifier's logit at every "
         "answer position: a direct path from the features to the ranking (model/llm4pr.py, docs/decisions.md)",
     )
+    backbone_layers: int | None = Field(
+        default=None,
+        gt=0,
+        description="keep only the backbone's first N decoder layers (None: all): a step costs about N/total "
+        "of the full one (docs/decisions.md)",
+    )
     max_history: int = Field(default=10, ge=0)
     identifiers: list[str] = Field(default_factory=lambda: list(DEFAULT_IDENTIFIERS))
     lora: LoraSettings = Field(default_factory=LoraSettings)
