@@ -255,7 +255,7 @@ def _add_evaluate_adaptation(commands: Commands) -> None:
 def _evaluate_adaptation(args: argparse.Namespace) -> int:
     from llm4pr.inference.adaptation import evaluate_adaptation_command
 
-    evaluate_adaptation_command(args)
+    evaluate_adaptation_command(args.checkpoint, args.data, args.items, args.seed, args.batch_size, args.device, args.out)
     return 0
 
 

@@ -10,13 +10,13 @@ features also report the error of the number the answer gives in the template's 
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import statistics
 import string
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -159,22 +159,32 @@ def evaluate_adaptation(
     return report
 
 
-def evaluate_adaptation_command(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate_adaptation_command(
+    checkpoint: Path,
+    data: Path,
+    items: int = 200,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "cpu",
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """`llm4pr evaluate-adaptation`: load the adaptation stage of `checkpoint` (a checkpoint or a run
+    folder), read `items` items of `data` back, print the table and write the report to `out`."""
     commit = git_commit()
-    if args.items < 1:
-        raise DataError(f"--items must be at least 1, got {args.items}")
-    checkpoint = resolve_checkpoint(args.checkpoint, stage_dir=STAGE_DIRS["adaptation"])
-    model, tokenizer = load_model(checkpoint, device=args.device)
-    requests = read_requests(args.data, model.schema)
+    if items < 1:
+        raise DataError(f"--items must be at least 1, got {items}")
+    resolved = resolve_checkpoint(checkpoint, stage_dir=STAGE_DIRS["adaptation"])
+    model, tokenizer = load_model(resolved, device=device)
+    requests = read_requests(data, model.schema)
     if not requests:
-        raise DataError(f"{args.data}: no requests to read back")
-    report = evaluate_adaptation(model, PromptBuilder(tokenizer, model.config.identifiers), requests, args.items, args.seed, args.batch_size)
-    report["checkpoint"] = str(checkpoint)
+        raise DataError(f"{data}: no requests to read back")
+    report = evaluate_adaptation(model, PromptBuilder(tokenizer, model.config.identifiers), requests, items, seed, batch_size)
+    report["checkpoint"] = str(resolved)
     report["provenance"] = provenance(commit)
     print(format_adaptation_report(report))
-    if args.out is not None:
-        write_json(args.out, report)
-        print(f"wrote {args.out}")
+    if out is not None:
+        write_json(out, report)
+        print(f"wrote {out}")
     return report
 
 

@@ -14,8 +14,6 @@ old checkpoint or the new one, never a mix. `model.factory.load_model` rebuilds 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import write_json
+from llm4pr.io import atomic_folder
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig
@@ -43,10 +42,7 @@ def save_checkpoint(
     full_state: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write `model` (or, when given, `full_state`: its weights gathered from sharded processes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    with atomic_folder(path) as tmp:
         write_json(
             tmp / CONFIG_FILE,
             {
@@ -68,10 +64,6 @@ def save_checkpoint(
             write_json(tmp / "optimizer.json", structure)
         if trainer_state is not None:
             write_json(tmp / "trainer_state.json", trainer_state)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, FeatureSchema, FeatureStats]:
@@ -133,12 +125,3 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
             tensors[f"{index}.{name}"] = tensor.detach().contiguous().cpu()
     return tensors, {"param_groups": state_dict["param_groups"]}
 
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap `new` into `target`: the old folder is renamed away first, deleted last."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
