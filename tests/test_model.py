@@ -672,3 +672,54 @@ def test_a_model_on_a_cut_backbone_ranks_every_request() -> None:
         results = LLM4PRRanker(model, builder, mode=mode).rank(requests)
         for request, result in zip(requests, results, strict=True):
             assert not result.fallback and sorted(result.ranking) == sorted(request.candidate_ids)
+
+
+# --- position_prior: a learned bias per candidate position ----------------------------------------
+
+
+def test_list_positions_count_candidate_slots_within_each_prompt() -> None:
+    from llm4pr.model.llm4pr import _list_positions
+
+    slot_batch = torch.tensor([0, 0, 0, 1, 1, 2])
+    slot_position = torch.tensor([7, 9, 12, 5, 8, 30])
+    assert _list_positions(slot_batch, slot_position).tolist() == [0, 1, 2, 0, 1, 0]
+
+
+def test_position_prior_adds_each_positions_bias_to_its_identifier_logit() -> None:
+    model, builder = make_model(seed=5, position_prior=True)
+    request, _, batch, inputs = one_main_prompt(builder)
+    n = len(request.candidates)
+    assert len(request.history) > 0  # history slots carry no identifier and take no position
+    ids = builder.identifier_ids[:n]
+    with torch.no_grad():
+        before = model(batch, inputs).logits
+        model.position_prior.copy_(torch.linspace(3.0, -3.0, len(model.position_prior)))  # type: ignore[union-attr]
+        after = model(batch, inputs).logits
+    bias = torch.linspace(3.0, -3.0, len(model.config.identifiers))[:n]
+    torch.testing.assert_close(after[0, :, ids] - before[0, :, ids], bias.expand(after.shape[1], -1))
+    others = [t for t in range(after.shape[-1]) if t not in set(ids)]
+    torch.testing.assert_close(after[0, :, others], before[0, :, others])
+    # batched, prefix-cached and single-request rankings agree with the bias in place
+    requests = toy_requests(3, n_candidates=4) + toy_requests(2, n_candidates=6, seed=9)
+    for mode in ("generate", "first_token"):
+        reference = LLM4PRRanker(model, builder, mode=mode, batch_size=1, cache_prefix=False).rank(requests)
+        batched = LLM4PRRanker(model, builder, mode=mode, batch_size=5, cache_prefix=True).rank(requests)
+        assert [r.ranking for r in batched] == [r.ranking for r in reference]
+
+
+def test_position_prior_is_trained_and_saved(tmp_path: Path) -> None:
+    from llm4pr.model.checkpoint import load_weights, save_checkpoint
+    from llm4pr.training.trainer import batch_loss
+
+    model, builder = make_model(seed=8, position_prior=True, candidate_prior=False)
+    factory = ExampleFactory(builder, TOY_SCHEMA, max_history=10, shuffle_candidates=False)
+    examples = [factory.main(r, random.Random(0)) for r in toy_requests(4, seed=14)]
+    batch_loss(model, builder, examples, listwise_weight=1.0).backward()
+    assert model.position_prior is not None and model.position_prior.grad is not None
+    assert model.position_prior.grad[:5].abs().sum() > 0 and model.position_prior.grad[5:].abs().sum() == 0  # 5 toy candidates
+    with torch.no_grad():
+        model.position_prior.normal_()
+    save_checkpoint(model, tmp_path)
+    fresh, _ = make_model(seed=9, position_prior=True, candidate_prior=False)
+    load_weights(fresh, tmp_path)
+    torch.testing.assert_close(fresh.position_prior, model.position_prior)

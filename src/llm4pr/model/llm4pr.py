@@ -68,6 +68,11 @@ class ModelConfig(BaseModel):
         description="add a linear read-out of each candidate's soft token to its identifier's logit at every "
         "answer position: a direct path from the features to the ranking (model/llm4pr.py, docs/decisions.md)",
     )
+    position_prior: bool = Field(
+        default=False,
+        description="add a learned bias per candidate position (A, B, ...) to its identifier's logit: a direct "
+        "path for what a ranking stage's order says, for candidates given in that order (docs/decisions.md)",
+    )
     backbone_layers: int | None = Field(
         default=None,
         gt=0,
@@ -121,6 +126,9 @@ class LLM4PRModel(nn.Module):
         if self.candidate_prior is not None:
             nn.init.zeros_(self.candidate_prior.weight)
             nn.init.zeros_(self.candidate_prior.bias)
+        # Zero-initialised too: one bias per position in the candidate list (identifier k is always
+        # the k-th candidate of a prompt).
+        self.position_prior = nn.Parameter(torch.zeros(len(config.identifiers))) if config.position_prior else None
         # Soft tokens are layer-normalised, then scaled to the word embeddings' typical size, so
         # that the frozen LLM sees inputs of a familiar magnitude from the first step.
         word_rms = backbone.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
@@ -142,7 +150,7 @@ class LLM4PRModel(nn.Module):
 
         Taken from `full_state` when given (the full weights gathered from sharded training processes).
         """
-        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter", "request_context", "candidate_prior", "soft_token_scale")
+        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter", "request_context", "candidate_prior", "position_prior", "soft_token_scale")
         state = full_state if full_state is not None else self.state_dict()
         return {k: v for k, v in state.items() if k.split(".", 1)[0] in modules}
 
@@ -191,22 +199,31 @@ class LLM4PRModel(nn.Module):
             return words, None
         soft = self.soft_tokens(inputs, batch.slot_sources).to(words.dtype)
         binding = batch.slot_binding.to(self.device)
-        prior = self._identifier_prior(soft, batch.slot_batch.to(self.device), binding, words.shape[0])
+        prior = self._identifier_prior(soft, batch.slot_batch.to(self.device), batch.slot_position.to(self.device), binding, words.shape[0])
         if self.config.bind_identifiers:
             soft = soft + self._identifier_embeddings(binding).to(words.dtype)
         return words.index_put((batch.slot_batch.to(self.device), batch.slot_position.to(self.device)), soft), prior
 
-    def _identifier_prior(self, soft: torch.Tensor, slot_batch: torch.Tensor, binding: torch.Tensor, n_prompts: int) -> torch.Tensor | None:
-        """[B, V]: each candidate slot's read-out score at its identifier token's column, zero elsewhere.
+    def _identifier_prior(
+        self, soft: torch.Tensor, slot_batch: torch.Tensor, slot_position: torch.Tensor, binding: torch.Tensor, n_prompts: int
+    ) -> torch.Tensor | None:
+        """[B, V]: each candidate slot's prior at its identifier token's column, zero elsewhere: the
+        read-out of its soft token (`candidate_prior`) plus its position's bias (`position_prior`).
 
         Why: the LLM learned the item-level signal (an item's average rating) only slowly and up to
         about the level of sorting by it; with a linear path from the candidate's own soft token to its
         identifier's logit, that signal is learned in a few steps and the LLM's attention over the
-        request is left to learn what depends on the user, the history and the other candidates."""
-        if self.candidate_prior is None:
+        request is left to learn what depends on the user, the history and the other candidates. The
+        position bias does the same for the given order, which a ranking stage makes informative."""
+        if self.candidate_prior is None and self.position_prior is None:
             return None
         bound = binding >= 0
-        scores = self.candidate_prior(soft[bound].float()).squeeze(-1)
+        scores = soft.new_zeros(int(bound.sum()), dtype=torch.float32)
+        if self.candidate_prior is not None:
+            scores = scores + self.candidate_prior(soft[bound].float()).squeeze(-1)
+        if self.position_prior is not None:
+            positions = _list_positions(slot_batch[bound], slot_position[bound]).clamp(max=len(self.position_prior) - 1)
+            scores = scores + self.position_prior[positions]
         vocabulary = self.causal_lm.get_output_embeddings().weight.shape[0]
         prior = scores.new_zeros(n_prompts, vocabulary)
         return prior.index_put((slot_batch[bound], binding[bound]), scores, accumulate=True)
@@ -295,3 +312,11 @@ def _slot_item(inputs: PromptInputs, source: str, index: int) -> Item:
     if inputs.item is None:
         raise ValueError("an 'item' slot needs PromptInputs.item")
     return inputs.item
+
+
+def _list_positions(slot_batch: torch.Tensor, slot_position: torch.Tensor) -> torch.Tensor:
+    """[S] the rank of each candidate slot within its prompt's candidate slots (0 for the first
+    written), from the prompt each belongs to and its token position."""
+    same_prompt = slot_batch.unsqueeze(0) == slot_batch.unsqueeze(1)
+    earlier = slot_position.unsqueeze(0) < slot_position.unsqueeze(1)
+    return (same_prompt & earlier).sum(dim=1)
