@@ -70,6 +70,19 @@ def test_mlp_adapter_has_the_same_interface() -> None:
     assert tokens.shape == (3, 7)
 
 
+def test_adapters_make_a_token_for_an_entity_without_fields() -> None:
+    """A search user known by nothing but the query (no user features, `embed_ids: false`, as in
+    text re-ranking): QIA's token is the query's, the MLP's a learned constant."""
+    torch.manual_seed(0)
+    qia = QueryInstructedAdapter([], query_dim=5, output_dim=7, hidden_dim=16, num_heads=2)
+    queries = torch.randn(3, 5)
+    tokens, attention = qia(queries, [])
+    assert tokens.shape == (3, 7) and attention.shape == (3, 2, 0)
+    assert not torch.allclose(tokens[0], tokens[1])  # the query decides it
+    mlp_tokens, _ = FieldMLPAdapter([], query_dim=5, output_dim=7, hidden_dim=16)(queries, [])
+    assert mlp_tokens.shape == (3, 7) and torch.allclose(mlp_tokens[0], mlp_tokens[1])
+
+
 def test_entity_encoder_fields_follow_the_schema() -> None:
     requests = toy_requests(10)
     stats = FeatureStats.fit(TOY_SCHEMA, requests)

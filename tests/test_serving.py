@@ -889,3 +889,55 @@ def test_loadtest_main_against_a_real_server(tmp_path: Path, capsys: pytest.Capt
         assert "answered/s" in capsys.readouterr().out
         big = json.dumps(_with(GOOD, "query", "y" * (11 * 1024 * 1024)))  # over the default 10 MiB
         assert httpx.post(f"{url}/v1/post-rank", content=big, timeout=30).status_code == 413
+
+
+@pytest.mark.slow
+def test_rerank_of_a_held_out_semanlink_query_equals_llm4pr_rank(
+    tiny_train_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A text checkpoint trained (tiny) on the Semanlink layout, served: a held-out query's documents
+    come back from /v1/post-rank (both modes) and from /v1 and /v2 rerank in the order `llm4pr rank`
+    gives the same request (documents as candidates with the schema's text feature, an anonymous
+    user, as the rerank endpoints build it)."""
+    import uvicorn
+
+    from llm4pr.cli import main
+    from llm4pr.data.jsonl import read_requests
+    from llm4pr.data.semanlink import prepare_semanlink
+    from llm4pr.serving.schemas import ANONYMOUS_USER
+    from llm4pr.training.trainer import Trainer
+
+    data = tmp_path / "semanlink"
+    # every tag query held out (test); training sees only the title pseudo-queries
+    prepare_semanlink(Path(__file__).parent / "fixtures" / "semanlink", data, split_ratio=(0.0, 0.0, 1.0), pseudo_queries=True)
+    model = {**tiny_train_config().model.model_dump(mode="json"), "embed_ids": False, "max_history": 0}
+    Trainer(tiny_train_config(model=model), data, tmp_path / "run", progress=False).run()
+    held_out = max(read_requests(data / "test.jsonl"), key=lambda r: len(r.candidates))
+    assert len(held_out.candidates) >= 3
+    documents = [str(c.features["text"]) for c in held_out.candidates]
+    request = {
+        "request_id": held_out.request_id,
+        "query": held_out.query,
+        "user": {"id": ANONYMOUS_USER},
+        "candidates": [{"id": str(index), "features": {"text": text}} for index, text in enumerate(documents)],
+    }
+    write_jsonl(tmp_path / "request.jsonl", [request])
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(app=app, **kwargs))
+    serve(tmp_path / "run", settings=settings_for_tests(mode="first_token"))
+    with TestClient(captured["app"], raise_server_exceptions=True) as client:
+        for _ in range(500):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.01)
+        for mode in ("generate", "first_token"):
+            assert main(["rank", "--checkpoint", str(tmp_path / "run"), "--input", str(tmp_path / "request.jsonl"), "--output", str(tmp_path / f"{mode}.jsonl"), "--mode", mode]) == 0
+            ranked = json.loads((tmp_path / f"{mode}.jsonl").read_text(encoding="utf-8"))["ranking"]
+            served = client.post("/v1/post-rank", params={"mode": mode}, json=request).json()
+            assert served["ranking"] == ranked and served["fallback"] is False, mode
+        # rerank scores documents: first_token, the mode whose scores compare documents
+        v2 = client.post("/v2/rerank", json={"model": "llm4pr", "query": held_out.query, "documents": documents}).json()
+        v1 = client.post("/v1/rerank", json={"query": held_out.query, "documents": documents}).json()
+        assert [r["index"] for r in v2.get("results", [])] == [int(i) for i in ranked], v2
+        assert [r["index"] for r in v1.get("results", [])] == [int(i) for i in ranked], v1
+    capsys.readouterr()

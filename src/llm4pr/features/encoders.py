@@ -136,6 +136,9 @@ class EntityEncoder(nn.Module):
         }
         self.numeric_stats = stats.numeric.get(owner, {})
         self.tables = nn.ModuleDict()
+        # Where to put the inputs: an entity of text, embedding and numerical features only has no
+        # parameter to ask (not saved: it only follows `.to(device)`).
+        self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
         fields: list[FieldInfo] = []
         if embed_ids:
             self.tables[ID_FIELD] = nn.Embedding(len(self.vocabularies.get(ID_FIELD, {})) + 1, categorical_dim)
@@ -159,7 +162,7 @@ class EntityEncoder(nn.Module):
     def forward(
         self, ids: Sequence[str], features: Sequence[dict[str, Any]], text_encoder: SupportsEncode
     ) -> list[torch.Tensor]:
-        device = next(self.parameters()).device
+        device = self._device_anchor.device
         out: list[torch.Tensor] = []
         if self.embed_ids:
             index = torch.tensor([self.vocabularies.get(ID_FIELD, {}).get(i, UNKNOWN) for i in ids], device=device)

@@ -35,8 +35,6 @@ class QueryInstructedAdapter(nn.Module):
         super().__init__()
         if hidden_dim % num_heads:
             raise ValueError(f"QIA hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
-        if not fields:
-            raise ValueError("QIA needs at least one feature field")
         self.num_heads = num_heads
         self.head_dim = hidden_dim // num_heads
         self.query = nn.Linear(query_dim, hidden_dim)
@@ -47,6 +45,8 @@ class QueryInstructedAdapter(nn.Module):
     def forward(self, query: torch.Tensor, fields: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """query [n, d_q], fields k x [n, d_j] -> (tokens [n, output_dim], attention [n, heads, k])."""
         n = query.shape[0]
+        if not self.keys:  # an entity without any field (a search user known by nothing but the query)
+            return self.output(self.query(query)), query.new_zeros(n, self.num_heads, 0)
         q = self.query(query).view(n, self.num_heads, 1, self.head_dim)
         k = torch.stack([proj(x) for proj, x in zip(self.keys, fields, strict=True)], dim=1)
         v = torch.stack([proj(x) for proj, x in zip(self.values, fields, strict=True)], dim=1)
@@ -64,9 +64,11 @@ class FieldMLPAdapter(nn.Module):
     def __init__(self, fields: Sequence[FieldInfo], query_dim: int, output_dim: int, hidden_dim: int = 512) -> None:
         super().__init__()
         del query_dim  # same signature as QIA, so that the two are interchangeable
+        # Without any field the input is a constant 1, so the token is a learned constant.
         self.net = nn.Sequential(
-            nn.Linear(sum(f.dim for f in fields), hidden_dim), nn.GELU(), nn.Linear(hidden_dim, output_dim)
+            nn.Linear(sum(f.dim for f in fields) or 1, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, output_dim)
         )
 
     def forward(self, query: torch.Tensor, fields: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net(torch.cat(list(fields), dim=-1)), query.new_zeros(query.shape[0], 1, len(fields))
+        inputs = torch.cat(list(fields), dim=-1) if fields else query.new_ones(query.shape[0], 1)
+        return self.net(inputs), query.new_zeros(query.shape[0], 1, len(fields))

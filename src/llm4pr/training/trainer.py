@@ -364,6 +364,10 @@ class Trainer:
             return {}
         requests, _ = load_split(self.data_dir, "valid")
         requests = requests[: self.config.max_valid_requests]
+        if not requests:  # an empty split (every query held out for testing): the run is still a model
+            logger.warning("%s holds no requests: no validation report", path)
+            write_json(self.run_dir / "valid_report.json", {"n_requests": 0})
+            return {"n_requests": 0}
         ranker = LLM4PRRanker.from_pretrained(self.run_dir, InferenceConfig(device=str(self.device), batch_size=self.config.inference_batch_size))
         report: dict[str, Any] = {"n_requests": len(requests)}
         for mode in ("generate", "first_token"):
