@@ -207,14 +207,17 @@ def test_study_trains_a_variant_and_writes_validation_on_every_request(
     config_path.write_text(yaml.safe_dump(tiny.model_dump(mode="json")))
     out = tmp_path / "studies"
     argv = ["study", "--config", str(config_path), "--data", str(toy_data_dir), "--name", "plain", "--runs", str(tmp_path / "runs"),
-            "--out", str(out), "--set", "model.bind_identifiers=false"]
+            "--out", str(out), "--set", "model.bind_identifiers=false", "--set", "metrics_at=[2,4]"]
+    assert main([*argv, "--metrics-at", "10"]) == 2
+    assert "a recipe's cutoffs are its metrics_at" in capsys.readouterr().err
     assert main(argv) == 0
-    assert "plain (first_token): ndcg@3" in capsys.readouterr().out
+    assert "plain (first_token): ndcg@2" in capsys.readouterr().out
     record = json.loads((out / "plain.json").read_text())
     n_valid = len(read_requests(toy_data_dir / "valid.jsonl"))
     assert record["validation"]["n_requests"] == n_valid > tiny.max_valid_requests  # the whole split, not the config's prefix
     assert set(record["validation"]) >= {"generate", "first_token"}
-    assert record["overrides"] == {"model": {"bind_identifiers": False}}
+    assert record["overrides"] == {"model": {"bind_identifiers": False}, "metrics_at": [2, 4]}
+    assert set(record["validation"]["first_token"]["metrics"]) == {"ndcg@2", "ndcg@4", "mrr@2", "mrr@4", "map@2", "map@4"}
     assert record["config"]["model"]["bind_identifiers"] is False
     assert record["train_s"] > 0 and record["peak_rss_mb"] > 0
     assert record["provenance"]["machine"]["processor"]
@@ -234,7 +237,11 @@ def test_baseline_study_scores_the_validation_split(toy_data_dir: Path, tmp_path
     valid = read_requests(toy_data_dir / "valid.jsonl", schema)
     ranker = build_baseline("lambdamart").fit(read_requests(toy_data_dir / "train.jsonl", schema), schema, None, 0)
     assert record["validation"]["ranking"]["metrics"] == evaluate_run(valid, ranker.rank(valid))["metrics"]
-    assert record["command"] == f"llm4pr study --baseline lambdamart --data {toy_data_dir} --name lm --out {out}"
+    assert record["command"] == f"llm4pr study --baseline lambdamart --data {toy_data_dir} --name lm --out {out} --metrics-at 3 --metrics-at 5"
+    assert main(["study", "--baseline", "initial", "--data", str(toy_data_dir), "--name", "at10", "--out", str(out), "--metrics-at", "10"]) == 0
+    assert set(json.loads((out / "at10.json").read_text())["validation"]["ranking"]["metrics"]) == {"ndcg@10", "mrr@10", "map@10"}
+    assert main(["study", "--baseline", "initial", "--data", str(toy_data_dir), "--name", "x", "--out", str(out), "--metrics-at", "0"]) == 2
+    assert "cutoffs must be >= 1" in capsys.readouterr().err
     assert record["provenance"]["machine"]["processor"]
     assert main(["study", "--baseline", "nope", "--data", str(toy_data_dir), "--name", "x", "--out", str(out)]) == 2
     assert "unknown baseline 'nope'" in capsys.readouterr().err

@@ -486,6 +486,8 @@ def _add_study(commands: Commands) -> None:
     study.add_argument("--name", required=True, help="the variant's name: its run folder and result file")
     study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                        help="what this variant changes (repeatable)")
+    study.add_argument("--metrics-at", type=int, action="append", metavar="K",
+                       help="--baseline: cutoffs of the metrics (repeatable; default 3 and 5; a recipe's come from its metrics_at)")
     study.add_argument("--runs", type=Path, default=Path("runs/studies"), help="where run folders go")
     study.add_argument("--out", type=Path, default=Path("benchmarks/results/studies"), help="where result files go")
     study.set_defaults(handler=_study)
@@ -497,8 +499,12 @@ def _study(args: argparse.Namespace) -> int:
     if args.baseline is not None:
         if args.overrides:
             raise DataError("study --set changes a training config; a --baseline study takes none")
-        record = run_baseline_study(args.baseline, args.data, args.name, out_dir=args.out)
+        if any(k < 1 for k in args.metrics_at or ()):
+            raise DataError(f"study --metrics-at: cutoffs must be >= 1, got {args.metrics_at}")
+        record = run_baseline_study(args.baseline, args.data, args.name, out_dir=args.out, metrics_at=args.metrics_at or (3, 5))
     else:
+        if args.metrics_at:
+            raise DataError("study --metrics-at is for --baseline; a recipe's cutoffs are its metrics_at (--set metrics_at=[3,10])")
         record = run_study(args.config, args.data, args.name, args.overrides, runs_dir=args.runs, out_dir=args.out)
     print(study_summary(record))
     print(f"result: {args.out / (args.name + '.json')}")

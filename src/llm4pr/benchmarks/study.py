@@ -62,7 +62,14 @@ def run_study(
     return _write_record(record, out_dir, started, commit)
 
 
-def run_baseline_study(baseline: str, data_dir: Path, name: str, out_dir: Path = Path("benchmarks/results/studies"), seed: int = 0) -> dict[str, Any]:
+def run_baseline_study(
+    baseline: str,
+    data_dir: Path,
+    name: str,
+    out_dir: Path = Path("benchmarks/results/studies"),
+    seed: int = 0,
+    metrics_at: Sequence[int] = (3, 5),
+) -> dict[str, Any]:
     """Fit the baseline `baseline` on `data_dir`'s training split, score the whole validation split,
     write `out_dir/name.json` and return its record."""
     from llm4pr.baselines import build_baseline
@@ -81,11 +88,14 @@ def run_baseline_study(baseline: str, data_dir: Path, name: str, out_dir: Path =
     train_s = time.perf_counter() - started
     record = {
         "name": name,
-        "command": shlex.join(["llm4pr", "study", "--baseline", baseline, "--data", str(data_dir), "--name", name, "--out", str(out_dir)]),
+        "command": shlex.join(
+            ["llm4pr", "study", "--baseline", baseline, "--data", str(data_dir), "--name", name, "--out", str(out_dir)]
+            + [word for k in metrics_at for word in ("--metrics-at", str(k))]
+        ),
         "baseline": baseline,
         "seed": seed,
         "data": str(data_dir),
-        "validation": {"ranking": evaluate_run(valid, ranker.rank(valid))},
+        "validation": {"ranking": evaluate_run(valid, ranker.rank(valid), ks=list(metrics_at))},
         "train_s": round(train_s, 1),
     }
     return _write_record(record, out_dir, started, commit)

@@ -372,7 +372,7 @@ class Trainer:
         report: dict[str, Any] = {"n_requests": len(requests)}
         for mode in ("generate", "first_token"):
             run = ranker.rank(requests, mode=mode)
-            scored = evaluate_run(requests, run)
+            scored = evaluate_run(requests, run, ks=self.config.metrics_at)
             echo = sum(r.ranking == q.candidate_ids for r, q in zip(run, requests)) / len(requests)
             report[mode] = {"metrics": scored["metrics"], "input_order_rate": echo}
         write_json(self.run_dir / "valid_report.json", report)
