@@ -25,3 +25,14 @@ def test_digest_ignores_settings_left_at_their_default() -> None:
     """A run folder made before an option existed (so with its default) keeps its name."""
     assert TrainConfig(model=ModelConfig(backbone_layers=None)).digest() == TrainConfig().digest()
     assert TrainConfig.model_validate({"seed": 0, "post_rank": {}}).digest() == TrainConfig().digest()
+
+
+def test_metrics_at_takes_distinct_positive_cutoffs() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    assert TrainConfig().metrics_at == [3, 5] and TrainConfig(metrics_at=[10]).metrics_at == [10]
+    for bad, message in (([], "at least one cutoff"), ([0], "positive integer"), ([3, 3], "repeated")):
+        with pytest.raises(ValidationError, match=message) as error:
+            TrainConfig(metrics_at=bad)
+        assert "metrics_at" in str(error.value)

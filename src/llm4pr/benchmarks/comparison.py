@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from llm4pr.provenance import git_commit, provenance
@@ -36,6 +36,7 @@ from llm4pr.data.jsonl import read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
+from llm4pr.evaluation.metrics import Cutoffs
 from llm4pr.io import atomic_write_text
 from llm4pr.rankers.base import FittableRanker, ServedMode
 
@@ -78,9 +79,7 @@ class BenchmarkConfig(BaseModel):
     max_test_requests: int | None = Field(default=None, gt=0)
     ranking_stage_folds: int = Field(default=5, ge=2)
     latency_requests: int = Field(default=50, ge=1, description="requests timed one by one for LLM rows")
-    metrics_at: list[int] = Field(
-        default_factory=lambda: [3, 5], min_length=1, description="cutoffs k of the NDCG@k and MRR@k evaluated and tabled"
-    )
+    metrics_at: Cutoffs = Field(default_factory=lambda: [3, 5], description="cutoffs k of the NDCG@k and MRR@k evaluated and tabled")
     protocol_overrides: dict[Protocol, dict[str, Any]] = Field(
         default_factory=dict, description="deep-merged into every LLM row's training config under that protocol"
     )
@@ -91,13 +90,6 @@ class BenchmarkConfig(BaseModel):
         if self.data is not None and "source" in self.model_fields_set:
             raise ValueError("give 'source' (MovieLens, prepared by the benchmark) or 'data' (a prepared folder), not both")
         return self
-
-    @field_validator("metrics_at")
-    @classmethod
-    def _cutoffs(cls, metrics_at: list[int]) -> list[int]:
-        if any(k < 1 for k in metrics_at) or len(set(metrics_at)) != len(metrics_at):
-            raise ValueError(f"metrics_at needs distinct cutoffs >= 1, got {metrics_at}")
-        return metrics_at
 
     @property
     def tabled_metrics(self) -> tuple[str, ...]:

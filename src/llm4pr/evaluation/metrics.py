@@ -28,13 +28,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator
 
 from llm4pr.data.errors import DataError
 
 Gain = Literal["exponential", "linear"]
 GAINS: tuple[Gain, ...] = ("exponential", "linear")
 METRIC_NAMES = ("ndcg", "mrr", "map")
+
+
+def _cutoff_list(ks: list[int]) -> list[int]:
+    return list(check_cutoffs(ks))
+
+
+# Metric cutoffs in a config file (training, benchmark): at least one, positive, none repeated.
+Cutoffs = Annotated[list[int], AfterValidator(_cutoff_list)]
 
 
 def dcg_at_k(ranked_labels: Sequence[float], k: int, gain: Gain = "exponential") -> float:
@@ -141,7 +151,7 @@ def score_requests(
     """
     if not ranked_labels:
         raise ValueError("no requests to score")
-    ks = _check_ks(ks)
+    ks = check_cutoffs(ks)
     _gain_function(gain)
     if threshold is not None:
         _check_threshold(threshold)
@@ -205,7 +215,9 @@ def _check_k(k: int) -> None:
         raise ValueError(f"k must be a positive integer, got {k!r}")
 
 
-def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+def check_cutoffs(ks: Sequence[int]) -> tuple[int, ...]:
+    """The cutoffs k of the metrics@k, or a ValueError naming what is wrong (none, not a positive
+    integer, repeated)."""
     if not ks:
         raise ValueError("ks must name at least one cutoff")
     for k in ks:

@@ -11,9 +11,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm4pr.data.config_files import load_yaml_model
+from llm4pr.evaluation.metrics import Cutoffs
 from llm4pr.model.llm4pr import ModelConfig
 
 
@@ -51,9 +52,7 @@ class TrainConfig(BaseModel):
     max_valid_requests: int | None = Field(default=300, gt=0, description="validation requests scored after training")
     checkpoint_every: int = Field(default=50, gt=0, description="steps between resumable snapshots")
     inference_batch_size: int = Field(default=16, gt=0)
-    metrics_at: list[int] = Field(
-        default_factory=lambda: [3, 5], min_length=1, description="cutoffs k of the validation report's NDCG@k, MRR@k and MAP@k"
-    )
+    metrics_at: Cutoffs = Field(default_factory=lambda: [3, 5], description="cutoffs k of the validation report's NDCG@k, MRR@k and MAP@k")
     gradient_checkpointing: bool = Field(default=False, description="recompute the backbone's activations in the backward pass (less memory, slower)")
 
     @model_validator(mode="after")
@@ -61,13 +60,6 @@ class TrainConfig(BaseModel):
         if self.model.prompt_style == "text" and self.adaptation.steps:
             raise ValueError("model.prompt_style 'text' (PTPR) has no soft tokens to adapt: set adaptation.steps to 0")
         return self
-
-    @field_validator("metrics_at")
-    @classmethod
-    def _cutoffs(cls, metrics_at: list[int]) -> list[int]:
-        if any(k < 1 for k in metrics_at) or len(set(metrics_at)) != len(metrics_at):
-            raise ValueError(f"metrics_at needs distinct cutoffs >= 1, got {metrics_at}")
-        return metrics_at
 
     @property
     def trains(self) -> bool:
