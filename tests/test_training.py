@@ -242,6 +242,8 @@ def test_baseline_study_scores_the_validation_split(toy_data_dir: Path, tmp_path
     assert set(json.loads((out / "at10.json").read_text())["validation"]["ranking"]["metrics"]) == {"ndcg@10", "mrr@10", "map@10"}
     assert main(["study", "--baseline", "initial", "--data", str(toy_data_dir), "--name", "x", "--out", str(out), "--metrics-at", "0"]) == 2
     assert "cutoffs must be >= 1" in capsys.readouterr().err
+    assert main(["study", "--baseline", "initial", "--data", str(toy_data_dir), "--name", "x", "--out", str(out), "--metrics-at", "5", "--metrics-at", "5"]) == 2
+    assert "repeated cutoffs" in capsys.readouterr().err
     assert record["provenance"]["machine"]["processor"]
     assert main(["study", "--baseline", "nope", "--data", str(toy_data_dir), "--name", "x", "--out", str(out)]) == 2
     assert "unknown baseline 'nope'" in capsys.readouterr().err

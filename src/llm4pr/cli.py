@@ -499,8 +499,6 @@ def _study(args: argparse.Namespace) -> int:
     if args.baseline is not None:
         if args.overrides:
             raise DataError("study --set changes a training config; a --baseline study takes none")
-        if any(k < 1 for k in args.metrics_at or ()):
-            raise DataError(f"study --metrics-at: cutoffs must be >= 1, got {args.metrics_at}")
         record = run_baseline_study(args.baseline, args.data, args.name, out_dir=args.out, metrics_at=args.metrics_at or (3, 5))
     else:
         if args.metrics_at:

@@ -25,6 +25,7 @@ from llm4pr.provenance import git_commit, provenance
 from llm4pr.data.config_files import parse_overrides
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json
+from llm4pr.evaluation.metrics import check_cutoffs
 from llm4pr.training.config import TrainConfig
 
 ALL_VALIDATION = "max_valid_requests=null"  # a study scores every validation request
@@ -76,6 +77,10 @@ def run_baseline_study(
     from llm4pr.data.schema import FeatureSchema
     from llm4pr.evaluation.evaluate import evaluate_run
 
+    try:
+        cutoffs = list(check_cutoffs(metrics_at))
+    except ValueError as exc:
+        raise DataError(f"study --metrics-at: cutoffs must be >= 1 and distinct ({exc})") from None
     commit = git_commit()
     started = time.perf_counter()
     schema = FeatureSchema.load(data_dir / "schema.json")
@@ -90,12 +95,12 @@ def run_baseline_study(
         "name": name,
         "command": shlex.join(
             ["llm4pr", "study", "--baseline", baseline, "--data", str(data_dir), "--name", name, "--out", str(out_dir)]
-            + [word for k in metrics_at for word in ("--metrics-at", str(k))]
+            + [word for k in cutoffs for word in ("--metrics-at", str(k))]
         ),
         "baseline": baseline,
         "seed": seed,
         "data": str(data_dir),
-        "validation": {"ranking": evaluate_run(valid, ranker.rank(valid), ks=list(metrics_at))},
+        "validation": {"ranking": evaluate_run(valid, ranker.rank(valid), ks=cutoffs)},
         "train_s": round(train_s, 1),
     }
     return _write_record(record, out_dir, started, commit)

@@ -22,9 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import write_json
-from llm4pr.io import atomic_folder
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.encoders import FeatureStats
+from llm4pr.io import atomic_folder
 from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig
 
 FORMAT = "llm4pr-checkpoint"
@@ -75,7 +75,7 @@ def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, FeatureSchema
     if raw.get("format") != FORMAT or raw.get("version") != FORMAT_VERSION:
         raise DataError(f"{config_path}: unsupported checkpoint format {raw.get('format')!r} v{raw.get('version')!r}")
     # Checkpoints written before these options existed were trained without them.
-    for option in ("bind_identifiers", "relative_numeric", "history_labels", "candidate_prior", "position_prior"):
+    for option in ("bind_identifiers", "relative_numeric", "history_labels", "candidate_prior"):
         raw["model"].setdefault(option, False)
     return (
         ModelConfig.model_validate(raw["model"]),
