@@ -21,14 +21,14 @@ from llm4pr.model.prompts import PromptBuilder
 from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.training.config import TrainConfig
 import llm4pr.training.trainer as trainer_module
-from llm4pr.training.trainer import Trainer, learning_rate, training_seconds
+from llm4pr.training.trainer import Trainer, learning_rate, parameter_groups, training_seconds
 from tests.tiny import TrainConfigFactory
 from tests.toy import TOY_SCHEMA, toy_requests
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     model, _ = load_model(resolve_checkpoint(run_dir))
-    return {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k or "adapter" in k}
+    return {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k or "adapter" in k or "prior" in k}
 
 
 def test_learning_rate_schedule() -> None:
@@ -83,10 +83,37 @@ def test_save_and_reload_give_identical_output(tiny_backbone_dir: Path, tmp_path
                 assert b.scores == pytest.approx(a.scores, abs=1e-5)
 
 
+def test_direct_paths_get_their_own_learning_rate(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path) -> None:
+    model_section = {**tiny_train_config().model.model_dump(), "position_prior": True}
+    post_rank = {"steps": 4, "batch_size": 4, "learning_rate": 1e-3, "prior_learning_rate": 0.05}
+    run_dir = tmp_path / "run"
+    Trainer(tiny_train_config(model=model_section, post_rank=post_rank), toy_data_dir, run_dir, progress=False).run()
+    model, _ = load_model(resolve_checkpoint(run_dir))
+    direct = {id(p) for p in model.direct_path_parameters()}
+    assert {id(model.position_prior), *(id(p) for p in model.candidate_prior.parameters())} == direct
+
+    stage = TrainConfig.model_validate({"post_rank": post_rank}).post_rank
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    shared, priors = parameter_groups(model, stage, 0.05)
+    assert {id(p) for p in priors["params"]} == direct and priors["lr_scale"] == pytest.approx(50.0)
+    assert shared["lr_scale"] == 1.0 and not direct & {id(p) for p in shared["params"]}
+    (single,) = parameter_groups(model, stage, None)
+    assert len(single["params"]) == len(list(model.parameters()))
+    # Adam moves every weight by about the learning rate per step: 4 steps at 1e-3 peak could not
+    # take the zero-initialised position bias this far.
+    assert model.position_prior.detach().abs().max() > 0.02
+
+
+@pytest.mark.parametrize("prior_learning_rate", [None, 0.05])
 def test_interrupted_run_resumes_to_the_same_weights(
-    tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_train_config: TrainConfigFactory,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prior_learning_rate: float | None,
 ) -> None:
-    config = tiny_train_config()
+    config = tiny_train_config(post_rank={"steps": 4, "batch_size": 4, "auxiliary_ratio": 0.5, "prior_learning_rate": prior_learning_rate})
     Trainer(config, toy_data_dir, tmp_path / "straight", progress=False).run()
     expected = final_weights(tmp_path / "straight")
 

@@ -154,6 +154,14 @@ class LLM4PRModel(nn.Module):
         state = full_state if full_state is not None else self.state_dict()
         return {k: v for k, v in state.items() if k.split(".", 1)[0] in modules}
 
+    def direct_path_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the direct score paths (candidate and position prior), which the trainer
+        may give their own learning rate."""
+        parameters = list(self.candidate_prior.parameters()) if self.candidate_prior is not None else []
+        if self.position_prior is not None:
+            parameters.append(self.position_prior)
+        return parameters
+
     def soft_tokens(self, inputs: Sequence[PromptInputs], slot_sources: Sequence[Sequence[tuple[str, int]]]) -> torch.Tensor:
         """One LLM input vector per slot, in the order of the batch's slots (prompt by prompt)."""
         query = self.text_encoder.encode([x.query for x in inputs]).float().to(self.device)

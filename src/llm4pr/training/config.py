@@ -39,6 +39,12 @@ class PostRankStageConfig(StageConfig):
         default=True, description="order tied candidates at random in the main-task answer (false: in shown order; docs/decisions.md)"
     )
     listwise_loss_weight: float = Field(default=1.0, ge=0, description="ListNet term on the first answer position")
+    prior_learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="peak learning rate of the direct score paths (model.candidate_prior, model.position_prior), on "
+        "the stage's schedule; None: the stage's learning_rate. A bias needs far larger steps than LoRA (docs/decisions.md)",
+    )
 
 
 class TrainConfig(BaseModel):

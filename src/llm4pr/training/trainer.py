@@ -103,6 +103,21 @@ def learning_rate(step: int, stage: StageConfig) -> float:
     return stage.min_learning_rate + (stage.learning_rate - stage.min_learning_rate) * cosine
 
 
+def parameter_groups(model: LLM4PRModel, stage: StageConfig, prior_rate: float | None) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters, each with its `lr_scale` on the stage's schedule:
+    the direct score paths (`LLM4PRModel.direct_path_parameters`) at peak `prior_rate`, the rest at
+    the stage's learning rate (also the priors', without `prior_rate`)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if prior_rate is None:
+        return [{"params": trainable, "lr_scale": 1.0}]
+    direct = {id(p) for p in model.direct_path_parameters()}
+    groups = [
+        {"params": [p for p in trainable if id(p) not in direct], "lr_scale": 1.0},
+        {"params": [p for p in trainable if id(p) in direct], "lr_scale": prior_rate / stage.learning_rate},
+    ]
+    return [group for group in groups if group["params"]]
+
+
 @dataclass(frozen=True)
 class LossTotals:
     """What a batch's losses are averaged over: labelled answer tokens and listwise prompts."""
@@ -261,7 +276,9 @@ class Trainer:
             random_ties=self.config.post_rank.random_ties,
         )
         parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
+        prior_rate = self.config.post_rank.prior_learning_rate if stage == "post_rank" else None
+        groups = parameter_groups(model, stage_config, prior_rate)
+        optimizer = torch.optim.AdamW(groups, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
         start = int(resume["step"]) if resume else 0
         started, seconds_before = time.perf_counter(), float(resume.get("train_s", 0.0)) if resume else 0.0
 
@@ -288,7 +305,7 @@ class Trainer:
         smoothed: float | None = None
         for step in bar:
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, stage_config)
+                group["lr"] = learning_rate(step, stage_config) * group["lr_scale"]
             examples = make_batch(factory, step)
             torch.manual_seed(hash_seed(f"{self.config.seed}:{stage}:{step}:process{rank}"))
             # The gradients are averaged over processes: scale so that they add up to the whole batch's.
