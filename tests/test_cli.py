@@ -88,7 +88,7 @@ def test_a_folder_that_is_no_ranker_is_a_clear_error(toy_data_dir: Path, tmp_pat
         (["serve", "--checkpoint", str(tmp_path / "empty")], f"{tmp_path / 'empty'}: no llm4pr checkpoint here"),
         (["serve", "--checkpoint", str(tmp_path / "missing")], f"{tmp_path / 'missing'}: no such folder"),
         (["rank", "--checkpoint", str(tmp_path / "damaged"), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "r.jsonl")],
-         f"{tmp_path / 'damaged' / 'ranker.json'}: not a saved-ranker manifest: schema: Field required"),
+         f"{tmp_path / 'damaged' / 'ranker.json'}: invalid saved-ranker manifest: schema: Field required"),
         (["rank", "--engine", "ray", "--checkpoint", str(tmp_path / "damaged"), "--input", str(data / "test.jsonl"), "--output", str(tmp_path / "r")],
          "--engine ray ranks with llm4pr checkpoints"),
         (["fit-baseline", "--baseline", "nope", "--data", str(data), "--out", str(tmp_path / "x")], "unknown baseline 'nope'"),

@@ -1,8 +1,9 @@
-"""YAML config files read into pydantic models, with errors that name the file and the field."""
+"""YAML and JSON config files read into pydantic models, with errors that name the file and the field."""
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,3 +64,19 @@ def load_yaml_model(model: type[M], path: str | Path, what: str, overrides: Sequ
     except ValidationError as exc:
         given = f" (with --set {' '.join(overrides)})" if overrides else ""
         raise DataError(f"{path}{given}: invalid {what}: {format_validation_error(exc)}") from exc
+
+
+def load_json_model(model: type[M], path: str | Path, what: str, missing: str | None = None) -> M:
+    """Read the JSON file `path` into `model`; a missing file (`missing`: the message, default
+    "{path}: {what} not found"), bad JSON (with its line) or a bad field is a DataError."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataError(missing or f"{path}: {what} not found") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise DataError(f"{path}: invalid {what}: {format_validation_error(exc)}") from exc

@@ -7,15 +7,14 @@ sentences the LLM learns to produce; request validation checks values against th
 
 from __future__ import annotations
 
-import json
 import math
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llm4pr.data.errors import DataError, format_validation_error
+from llm4pr.data.config_files import load_json_model
 from llm4pr.io import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -134,17 +133,7 @@ class FeatureSchema(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSchema":
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise DataError(f"{path}: schema file not found") from exc
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            raise DataError(f"{path}: invalid schema: {format_validation_error(exc)}") from exc
+        return load_json_model(cls, path, "schema")
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, self.model_dump_json(indent=2, exclude_none=True) + "\n")

@@ -22,14 +22,15 @@ from typing import Any
 import torch
 
 from llm4pr.data.errors import DataError
-from llm4pr.data.jsonl import read_requests, write_json
+from llm4pr.data.jsonl import read_requests
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
+from llm4pr.inference.report import publish_report
 from llm4pr.model.factory import load_model
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import PromptBuilder, adaptation_answer, collate, split_adaptation_answer
 from llm4pr.model.run_folder import STAGE_DIRS, resolve_checkpoint
-from llm4pr.provenance import git_commit, provenance
+from llm4pr.provenance import git_commit
 
 NUMBER = r"(-?\d+(?:\.\d+)?)"
 
@@ -180,12 +181,7 @@ def evaluate_adaptation_command(
         raise DataError(f"{data}: no requests to read back")
     report = evaluate_adaptation(model, PromptBuilder(tokenizer, model.config.identifiers), requests, items, seed, batch_size)
     report["checkpoint"] = str(resolved)
-    report["provenance"] = provenance(commit)
-    print(format_adaptation_report(report))
-    if out is not None:
-        write_json(out, report)
-        print(f"wrote {out}")
-    return report
+    return publish_report(report, commit, format_adaptation_report, out)
 
 
 def format_adaptation_report(report: dict[str, Any]) -> str:

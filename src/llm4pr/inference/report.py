@@ -9,7 +9,7 @@ to the ranking-stage order, mean input tokens per request, and latency p50/p95 p
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,15 @@ def evaluate_command(
         raise ValueError("evaluate a run or a checkpoint: give one of them")
     report = evaluate_run(requests, ranked, ks=ks, gain=gain, threshold=threshold)
     report.update(extra)
+    return publish_report(report, commit, format_report_table, out)
+
+
+def publish_report(
+    report: dict[str, Any], commit: str | None, table: Callable[[dict[str, Any]], str], out: Path | None
+) -> dict[str, Any]:
+    """Add the provenance (code at `commit`), print the report as `table` formats it, write it to `out`."""
     report["provenance"] = provenance(commit)
-    print(format_report_table(report))
+    print(table(report))
     if out is not None:
         write_json(out, report)
         print(f"wrote {out}")

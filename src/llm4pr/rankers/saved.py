@@ -9,15 +9,15 @@ under a temporary name and swapped into place, so a crash never leaves half a ra
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from llm4pr.data.errors import DataError, format_validation_error
+from llm4pr.data.config_files import load_json_model
+from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import write_json
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.io import atomic_folder
@@ -46,17 +46,8 @@ def is_saved_ranker(folder: str | Path) -> bool:
 
 
 def read_manifest(folder: str | Path) -> RankerManifest:
-    path = Path(folder) / MANIFEST_FILE
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{folder}: not a saved ranker (no {MANIFEST_FILE})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-    try:
-        return RankerManifest.model_validate(raw)
-    except ValidationError as exc:
-        raise DataError(f"{path}: not a saved-ranker manifest: {format_validation_error(exc)}") from None
+    missing = f"{folder}: not a saved ranker (no {MANIFEST_FILE})"
+    return load_json_model(RankerManifest, Path(folder) / MANIFEST_FILE, "saved-ranker manifest", missing)
 
 
 @contextmanager
