@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,7 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.evaluation.evaluate import check_run, evaluate_run, format_report_table
 from llm4pr.rankers.base import InitialOrderRanker
+from tests.toy import toy_requests
 
 
 def _request(request_id: str, labels: dict[str, float | None]) -> PostRankRequest:
@@ -141,3 +144,19 @@ def test_format_report_table_shows_undefined_metrics_as_na() -> None:
     only_zeros = [_request("z", {"a": 0})]
     table = format_report_table(evaluate_run(only_zeros, InitialOrderRanker().rank(only_zeros), ks=(1,)))
     assert "n/a" in table and "0/1" in table
+
+
+def test_combine_with_order_spans_the_model_and_the_given_order() -> None:
+    path = Path(__file__).resolve().parents[1] / "scripts" / "combine_with_order.py"
+    spec = importlib.util.spec_from_file_location("combine_with_order", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    requests = toy_requests(4, n_candidates=5, seed=2)
+    # The model's scores reverse the given order: its ranking is the given one backwards.
+    run = [RankResult(request_id=r.request_id, ranking=r.candidate_ids[::-1], scores=[5.0, 4.0, 3.0, 2.0, 1.0]) for r in requests]
+    assert [m.ranking for m in script.mix_with_order(requests, run, 0.0)] == [r.candidate_ids[::-1] for r in requests]
+    assert [m.ranking for m in script.mix_with_order(requests, run, 1e6)] == [r.candidate_ids for r in requests]
+    unscored = [RankResult(request_id=r.request_id, ranking=r.candidate_ids) for r in requests]
+    with pytest.raises(ValueError, match="has no scores"):
+        script.mix_with_order(requests, unscored, 1.0)
