@@ -275,9 +275,9 @@ class Trainer:
             prompt_style=self.config.model.prompt_style,
             random_ties=self.config.post_rank.random_ties,
         )
-        parameters = [p for p in model.parameters() if p.requires_grad]
         prior_rate = self.config.post_rank.prior_learning_rate if stage == "post_rank" else None
         groups = parameter_groups(model, stage_config, prior_rate)
+        parameters = [p for group in groups for p in group["params"]]  # what gradient clipping sees
         optimizer = torch.optim.AdamW(groups, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
         start = int(resume["step"]) if resume else 0
         started, seconds_before = time.perf_counter(), float(resume.get("train_s", 0.0)) if resume else 0.0
