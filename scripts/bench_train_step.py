@@ -18,7 +18,7 @@ from llm4pr.data.jsonl import read_requests
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.model.factory import add_lora, build_model
-from llm4pr.model.llm4pr import ModelConfig
+from llm4pr.model.config import ModelConfig
 from llm4pr.model.prompts import PromptBuilder, collate
 from llm4pr.training.examples import ExampleFactory
 from llm4pr.training.losses import listwise_first_token_loss, next_token_loss

@@ -13,6 +13,7 @@ changing what later tests read. A test that needs a changed copy makes its own u
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,11 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.tiny import TrainConfigFactory
+
+# ranx (the metrics' reference implementation) is numba code: compiling it took a minute of every
+# test run, while interpreting it on the tests' few hundred queries takes seconds. Set before
+# anything imports numba; only ranx uses it.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 
 def _fingerprint(folder: Path) -> dict[str, str]:

@@ -12,12 +12,8 @@ import pytest
 import torch
 
 from llm4pr.model import backbone
-from llm4pr.model.backbone import (
-    DEFAULT_IDENTIFIERS,
-    BackboneError,
-    load_backbone,
-    single_token_ids,
-)
+from llm4pr.model.backbone import BackboneError, load_backbone, single_token_ids
+from llm4pr.model.config import DEFAULT_IDENTIFIERS
 from tests.tiny import tiny_backbone
 
 

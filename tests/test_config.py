@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llm4pr.model.llm4pr import ModelConfig
+from llm4pr.model.config import ModelConfig
 from llm4pr.training.config import TrainConfig
 
 

@@ -139,9 +139,8 @@ def test_bad_labels_name_the_request() -> None:
 
 
 def against_ranx(test):
-    """Slow (numba compiles ranx on first use, ~15 s); ranx's internal cast warning is muted."""
-    test = pytest.mark.filterwarnings("ignore:unsafe cast from uint64 to int64")(test)
-    return pytest.mark.slow(test)
+    """ranx runs interpreted in tests (conftest.py); its internal cast warning is muted."""
+    return pytest.mark.filterwarnings("ignore:unsafe cast from uint64 to int64")(test)
 
 
 def _random_requests(seed: int, n: int = 200) -> dict[str, list[int]]:

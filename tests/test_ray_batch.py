@@ -19,7 +19,7 @@ from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.ray_batch import rank_with_ray, read_results
 from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import add_lora, build_model
-from llm4pr.model.llm4pr import LoraSettings, ModelConfig
+from llm4pr.model.config import LoraSettings, ModelConfig
 from tests.toy import TOY_SCHEMA, toy_requests
 
 pytestmark = pytest.mark.slow

@@ -39,7 +39,7 @@ from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import build_model
-from llm4pr.model.llm4pr import ModelConfig
+from llm4pr.model.config import ModelConfig
 from llm4pr.rankers.base import InitialOrderRanker
 from llm4pr.serving import ServingSettings, create_app, serve
 from llm4pr.serving import app as app_module

@@ -16,7 +16,7 @@ from llm4pr.features.encoders import FeatureStats
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.factory import add_lora, build_model, load_model
-from llm4pr.model.llm4pr import LoraSettings, ModelConfig
+from llm4pr.model.config import LoraSettings, ModelConfig
 from llm4pr.model.prompts import PromptBuilder
 from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.training.config import TrainConfig

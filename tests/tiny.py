@@ -41,7 +41,8 @@ from llm4pr.features.text_encoder import load_text_encoder
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.model.backbone import prepare_for_generation
 from llm4pr.model.factory import build_model
-from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig
+from llm4pr.model.config import ModelConfig
+from llm4pr.model.llm4pr import LLM4PRModel
 from llm4pr.model.prompts import PromptBuilder
 from llm4pr.rankers.base import InitialOrderRanker
 from llm4pr.training.config import TrainConfig

@@ -280,11 +280,13 @@ def _add_train(commands: Commands) -> None:
 def _train(args: argparse.Namespace) -> int:
     from llm4pr.model.run_folder import STAGES
     from llm4pr.training.config import TrainConfig
-    from llm4pr.training.trainer import Trainer
 
     config = TrainConfig.load(args.config, args.overrides)
     if args.num_processes > 1:
+        config.check_processes(args.num_processes)
         return _launch_processes(args)
+    from llm4pr.training.trainer import Trainer  # after the launch: the launcher needs no model code
+
     stages = STAGES if args.stage == "all" else (args.stage,)
     trainer = Trainer(config, args.data, args.out, device=args.device)
     report = trainer.run(stages)

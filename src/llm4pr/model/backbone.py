@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import string
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +27,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from llm4pr.model.config import DEFAULT_IDENTIFIERS
+
 DEFAULT_BACKBONE = "smollm2-135m-instruct"
-DEFAULT_IDENTIFIERS: tuple[str, ...] = tuple(string.ascii_uppercase)
 
 Dtype = Literal["bfloat16", "float32", "auto"]
 _DTYPES: dict[str, torch.dtype | str] = {

@@ -25,7 +25,8 @@ from llm4pr.data.jsonl import write_json
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.io import atomic_folder
-from llm4pr.model.llm4pr import LLM4PRModel, ModelConfig
+from llm4pr.model.config import ModelConfig
+from llm4pr.model.llm4pr import LLM4PRModel
 
 FORMAT = "llm4pr-checkpoint"
 FORMAT_VERSION = 1

@@ -13,7 +13,8 @@ from llm4pr.features.encoders import FeatureStats, SupportsEncode
 from llm4pr.features.text_encoder import load_text_encoder
 from llm4pr.model.backbone import BackboneError, load_backbone
 from llm4pr.model.checkpoint import ADAPTER_DIR, has_adapter, load_weights, read_checkpoint_config
-from llm4pr.model.llm4pr import LLM4PRModel, LoraSettings, ModelConfig
+from llm4pr.model.config import LoraSettings, ModelConfig
+from llm4pr.model.llm4pr import LLM4PRModel
 
 
 def build_model(

@@ -10,79 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from transformers import PreTrainedModel
 
 from llm4pr.data.requests import Item, User
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.encoders import EntityEncoder, FeatureStats, SupportsEncode
+from llm4pr.model.config import ModelConfig
 from llm4pr.model.prompts import PromptBatch
 from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
 from llm4pr.model.request_context import RequestContext
-
-DEFAULT_IDENTIFIERS = tuple(chr(ord("A") + i) for i in range(26))
-
-
-class LoraSettings(BaseModel):
-    """LoRA on the backbone for learning to post-rank (paper: q,k projections, r=32, alpha=32)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    r: int = Field(default=32, gt=0)
-    alpha: int = Field(default=32, gt=0)
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj"])
-
-
-class ModelConfig(BaseModel):
-    """Everything needed to rebuild the model; saved as JSON in every checkpoint."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backbone: str = "smollm2-135m-instruct"
-    dtype: Literal["bfloat16", "float32"] = "float32"
-    text_encoder: str = "all-minilm-l6-v2"
-    adapter: Literal["qia", "mlp"] = "qia"
-    prompt_style: Literal["soft", "text"] = Field(default="soft", description="text: features in words (PTPR)")
-    qia_hidden_dim: int = Field(default=512, gt=0)
-    qia_heads: int = Field(default=1, gt=0)
-    categorical_dim: int = Field(default=32, gt=0)
-    embed_ids: bool = True
-    bind_identifiers: bool = Field(
-        default=True,
-        description="add each candidate's identifier word embedding to its soft token (docs/decisions.md); "
-        "false is the paper's plain layout (the 'w/o identifier binding' ablation)",
-    )
-    relative_numeric: bool = Field(
-        default=True, description="add each item's numerical features z-scored among its request's candidates (model/request_context.py)"
-    )
-    history_labels: bool = Field(
-        default=True, description="add the user's label of each history item, relative to the history's mean (model/request_context.py)"
-    )
-    candidate_prior: bool = Field(
-        default=True,
-        description="add a linear read-out of each candidate's soft token to its identifier's logit at every "
-        "answer position: a direct path from the features to the ranking (model/llm4pr.py, docs/decisions.md)",
-    )
-    position_prior: bool = Field(
-        default=False,
-        description="add a learned bias per candidate position (A, B, ...) to its identifier's logit: a direct "
-        "path for what a ranking stage's order says, for candidates given in that order (docs/decisions.md)",
-    )
-    backbone_layers: int | None = Field(
-        default=None,
-        gt=0,
-        description="keep only the backbone's first N decoder layers (None: all): a step costs about N/total "
-        "of the full one (docs/decisions.md)",
-    )
-    max_history: int = Field(default=10, ge=0)
-    identifiers: list[str] = Field(default_factory=lambda: list(DEFAULT_IDENTIFIERS))
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-
 
 @dataclass
 class PromptInputs:

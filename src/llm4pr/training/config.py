@@ -14,8 +14,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm4pr.data.config_files import load_yaml_model
+from llm4pr.data.errors import DataError
 from llm4pr.evaluation.metrics import Cutoffs
-from llm4pr.model.llm4pr import ModelConfig
+from llm4pr.model.config import ModelConfig
 
 
 class StageConfig(BaseModel):
@@ -71,6 +72,19 @@ class TrainConfig(BaseModel):
     def trains(self) -> bool:
         """False when both stages are skipped (the zero-shot LLM): the run is the same for any seed."""
         return bool(self.adaptation.steps or self.post_rank.steps)
+
+    def check_processes(self, num_processes: int) -> None:
+        """Each stage's batch is the global batch: it must split evenly over the training processes.
+
+        Checked before `accelerate launch` starts them (a second of waiting, not twenty) and again
+        by each process, for runs launched by hand.
+        """
+        for stage, stage_config in (("adaptation", self.adaptation), ("post_rank", self.post_rank)):
+            if stage_config.batch_size % num_processes:
+                raise DataError(
+                    f"{stage}.batch_size {stage_config.batch_size} (the global batch) must be a multiple of the "
+                    f"{num_processes} training processes"
+                )
 
     def digest(self, *extra: object) -> str:
         """A short hash of what this config trains (and of `extra`, e.g. a row's data variant).

@@ -188,13 +188,7 @@ class Trainer:
             raise DataError(f"{self.data_dir / 'train.jsonl'}: no training requests")
         self.stats = FeatureStats.fit(self.schema, self.train_requests, embed_ids=config.model.embed_ids)
         self.train_requests = subsample(self.train_requests, config.max_train_requests, config.seed)
-        for stage in STAGES:
-            batch_size = self._stage_config(stage).batch_size
-            if batch_size % self.accelerator.num_processes:
-                raise DataError(
-                    f"{stage}.batch_size {batch_size} (the global batch) must be a multiple of the "
-                    f"{self.accelerator.num_processes} training processes"
-                )
+        config.check_processes(self.accelerator.num_processes)
         self._check_run_dir()
 
     def _check_run_dir(self) -> None:
