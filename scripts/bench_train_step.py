@@ -1,67 +1,118 @@
-"""Time one training step of each stage on the default backbone: all-position logits vs only the
-answer positions (`logits_to_keep`). Prints seconds per step; run on a quiet machine.
+"""Time training steps of both stages on the default backbone, and report peak memory.
 
-    .venv/bin/python scripts/bench_train_step.py --data data/ml100k --steps 5
+    .venv/bin/python scripts/bench_train_step.py --data data/ml100k --out /tmp/step.json
+    .venv/bin/python scripts/bench_train_step.py --model '{"dtype": "float32"}'
+
+Builds the model from `ModelConfig` (defaults, or JSON overrides of it), takes fixed batches of
+real training requests (the same for every run with the same seed), and times `--warmup` + `--steps`
+forward-backward passes of feature adaptation, then of the post-rank task with LoRA; prints the
+median seconds per step and the process's peak resident memory. `scripts/compare_train_step.sh`
+runs it on the code of two git refs, back to back. It runs on code from before `ModelConfig`
+moved to `llm4pr.model.config`, so that older refs can be measured too.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import resource
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from llm4pr.data.jsonl import read_requests
+import llm4pr
+from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.encoders import FeatureStats
 from llm4pr.model.factory import add_lora, build_model
-from llm4pr.model.config import ModelConfig
-from llm4pr.model.prompts import PromptBuilder, collate
+from llm4pr.model.prompts import PromptBuilder
+from llm4pr.provenance import git_commit, provenance
 from llm4pr.training.examples import ExampleFactory
-from llm4pr.training.losses import listwise_first_token_loss, next_token_loss
 from llm4pr.training.trainer import batch_loss
 
+try:
+    from llm4pr.model.config import ModelConfig
+except ImportError:  # refs before 1ec8abf
+    from llm4pr.model.llm4pr import ModelConfig  # type: ignore[attr-defined,no-redef]
 
-def full_logits_loss(model, builder, examples, listwise_weight):  # type: ignore[no-untyped-def]
-    batch = collate([e.prompt for e in examples], builder.tokenizer.pad_token_id)
-    logits = model(batch, [e.inputs for e in examples]).logits
-    listwise = listwise_first_token_loss(logits, batch.answer_start, builder.identifier_ids, [e.candidate_labels for e in examples])
-    return next_token_loss(logits, batch.labels) + (listwise_weight * listwise if listwise is not None else 0.0)
+
+def cpu_bf16_flags() -> frozenset[str]:
+    try:
+        from llm4pr.model.precision import cpu_bf16_flags as flags
+    except ImportError:  # refs before mixed precision
+        return frozenset()
+    return flags()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/ml100k"))
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per stage")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per stage first")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--model", default="{}", help="JSON overrides of ModelConfig, e.g. '{\"dtype\": \"float32\"}'")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="write the figures here (JSON)")
     args = parser.parse_args()
+    commit = git_commit(Path(llm4pr.__file__).parents[2])  # the tree whose code runs
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
     schema = FeatureSchema.load(args.data / "schema.json")
     requests = read_requests(args.data / "train.jsonl", schema)[:400]
-    config = ModelConfig()
+    config = ModelConfig.model_validate(json.loads(args.model))
     model, tokenizer = build_model(config, schema, FeatureStats.fit(schema, requests))
+    backbone_dtype = str(next(model.backbone.parameters()).dtype).removeprefix("torch.")
+    attention = getattr(model.backbone.config, "_attn_implementation", None)
     builder = PromptBuilder(tokenizer, config.identifiers)
     factory = ExampleFactory(builder, schema, config.max_history, shuffle_candidates=True)
-    rng = random.Random(0)
-    batches = {
-        "adaptation": [[factory.adaptation(r, 0) for r in rng.sample(requests, args.batch_size)] for _ in range(args.steps + 1)],
-        "post_rank": [[factory.main(r, rng) for r in rng.sample(requests, args.batch_size)] for _ in range(args.steps + 1)],
+    rng = random.Random(args.seed)
+    record: dict[str, Any] = {
+        "code": str(Path(llm4pr.__file__).parent),
+        "model_overrides": json.loads(args.model),
+        "cpu_bf16_flags": sorted(cpu_bf16_flags()),
+        "backbone_dtype": backbone_dtype,
+        "attention": attention,
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "stages": {},
     }
     for stage in ("adaptation", "post_rank"):
         if stage == "post_rank":
             add_lora(model, config.lora)
         model.train()
-        for name, loss_fn in (("all positions", full_logits_loss), ("answer positions", batch_loss)):
-            times = []
-            for step, examples in enumerate(batches[stage]):
-                started = time.perf_counter()
-                loss_fn(model, builder, examples, 1.0).backward()
-                model.zero_grad(set_to_none=True)
-                if step:  # the first step warms up
-                    times.append(time.perf_counter() - started)
-            print(f"{stage:<10} {name:<17} {statistics.median(times):.2f} s/step (batch {args.batch_size}, torch threads {torch.get_num_threads()})")
+        make = (lambda r: factory.adaptation(r, 0)) if stage == "adaptation" else (lambda r: factory.main(r, rng))
+        batches = [[make(r) for r in rng.sample(requests, args.batch_size)] for _ in range(args.warmup + args.steps)]
+        times = []
+        for examples in batches:
+            step_started = time.perf_counter()
+            batch_loss(model, builder, examples, 1.0).backward()
+            model.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - step_started)
+        timed = times[args.warmup :]
+        tokens = statistics.mean(sum(len(e.prompt.input_ids) for e in b) for b in batches)
+        record["stages"][stage] = {
+            "median_s": round(statistics.median(timed), 3),
+            "min_s": round(min(timed), 3),
+            "steps_s": [round(t, 3) for t in timed],
+            "mean_tokens_per_step": round(tokens, 1),
+        }
+        print(f"{stage:<10} {statistics.median(timed):.3f} s/step median (min {min(timed):.3f}; batch {args.batch_size}, "
+              f"{tokens:.0f} tokens, backbone {backbone_dtype}, {attention} attention, {torch.get_num_threads()} threads)", flush=True)
+    record["peak_rss_mb"] = round(peak_rss_mb())
+    record["wall_s"] = round(time.perf_counter() - started, 1)
+    record["provenance"] = provenance(commit)
+    print(f"peak resident memory {record['peak_rss_mb']} MB")
+    if args.out:
+        write_json(args.out, record)
+        print(f"written: {args.out}")
 
 
 if __name__ == "__main__":

@@ -80,13 +80,16 @@ def test_load_backbone_from_a_local_folder(tmp_path: Path) -> None:
     tokenizer.pad_token = None
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    loaded, loaded_tokenizer = load_backbone(str(tmp_path), dtype="auto")
+    loaded, loaded_tokenizer = load_backbone(str(tmp_path))
     assert loaded_tokenizer.pad_token == loaded_tokenizer.eos_token
     assert loaded_tokenizer.padding_side == "left"
     assert single_token_ids(loaded_tokenizer) == single_token_ids(tokenizer)
-    assert loaded.dtype == torch.float32
+    assert loaded.dtype == torch.float32 and loaded.config._attn_implementation == "sdpa"
     weight = "model.embed_tokens.weight"
     assert torch.equal(loaded.state_dict()[weight], model.state_dict()[weight])
+    half, _ = load_backbone(str(tmp_path), dtype="bfloat16", attention="eager")
+    assert half.dtype == torch.bfloat16 and half.config._attn_implementation == "eager"
+    assert torch.equal(half.state_dict()[weight], model.state_dict()[weight].bfloat16())
 
 
 def test_load_backbone_rejects_unknown_dtype_and_missing_model(tmp_path: Path) -> None:

@@ -17,8 +17,6 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
-
 import torch
 from transformers import (
     AutoModelForCausalLM,
@@ -28,15 +26,11 @@ from transformers import (
 )
 
 from llm4pr.model.config import DEFAULT_IDENTIFIERS
+from llm4pr.model.precision import ConcreteDtype
 
 DEFAULT_BACKBONE = "smollm2-135m-instruct"
 
-Dtype = Literal["bfloat16", "float32", "auto"]
-_DTYPES: dict[str, torch.dtype | str] = {
-    "bfloat16": torch.bfloat16,
-    "float32": torch.float32,
-    "auto": "auto",
-}
+_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 # Alias -> (module whose folder holds the GGUF file, pip requirement that installs it).
 _GGUF_ALIASES: dict[str, tuple[str, str]] = {
@@ -61,16 +55,17 @@ def default_cache_dir() -> Path:
 
 def load_backbone(
     name_or_path: str = DEFAULT_BACKBONE,
-    dtype: Dtype = "float32",
+    dtype: ConcreteDtype = "float32",
     cache_dir: Path | str | None = None,
+    attention: str = "sdpa",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, ready for batched generation (pad token, left padding).
 
     `name_or_path` is the alias `DEFAULT_BACKBONE` (converted once from the packaged GGUF file
     into `cache_dir/<alias>`, default `default_cache_dir()`), a local model folder (loaded without
-    network) or a Hugging Face model name (needs a hub). `dtype="auto"` keeps the checkpoint's.
-    The default is float32 because CPUs without bfloat16 units run bfloat16 several times slower;
-    on a GPU pass "bfloat16".
+    network) or a Hugging Face model name (needs a hub). `dtype` is the type its weights are
+    stored and run in (`model.precision.resolve_dtype` picks it per machine); `attention` is the
+    transformers attention implementation (`model.precision.attention_implementation`).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -85,7 +80,7 @@ def load_backbone(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=_DTYPES[dtype], local_files_only=local
+            source, dtype=_DTYPES[dtype], local_files_only=local, attn_implementation=attention
         )
     except OSError as exc:
         raise BackboneError(

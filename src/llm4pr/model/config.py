@@ -27,7 +27,11 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backbone: str = "smollm2-135m-instruct"
-    dtype: Literal["bfloat16", "float32"] = "float32"
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="auto",
+        description="the frozen backbone's float type; auto: bfloat16 on a GPU or a CPU with AMX/AVX512-BF16 "
+        "units, float32 elsewhere (model/precision.py). Trainable parts are float32 in every case",
+    )
     text_encoder: str = "all-minilm-l6-v2"
     adapter: Literal["qia", "mlp"] = "qia"
     prompt_style: Literal["soft", "text"] = Field(default="soft", description="text: features in words (PTPR)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -15,6 +16,9 @@ from llm4pr.model.backbone import BackboneError, load_backbone
 from llm4pr.model.checkpoint import ADAPTER_DIR, has_adapter, load_weights, read_checkpoint_config
 from llm4pr.model.config import LoraSettings, ModelConfig
 from llm4pr.model.llm4pr import LLM4PRModel
+from llm4pr.model.precision import attention_implementation, resolve_dtype
+
+logger = logging.getLogger(__name__)
 
 
 def build_model(
@@ -28,7 +32,10 @@ def build_model(
 ) -> tuple[LLM4PRModel, PreTrainedTokenizerBase]:
     """A fresh model: the backbone frozen, encoders and adapters newly initialised."""
     if backbone is None or tokenizer is None:
-        backbone, tokenizer = load_backbone(config.backbone, dtype=config.dtype)
+        dtype = resolve_dtype(config.dtype, device)
+        attention = attention_implementation(dtype, device)
+        logger.info("backbone %s in %s with %s attention (model.dtype: %s)", config.backbone, dtype, attention, config.dtype)
+        backbone, tokenizer = load_backbone(config.backbone, dtype=dtype, attention=attention)
     if config.backbone_layers is not None:
         keep_first_layers(backbone, config.backbone_layers)
     for parameter in backbone.parameters():

@@ -145,9 +145,10 @@ class LLM4PRModel(nn.Module):
         words = self.backbone.get_input_embeddings()(batch.input_ids.to(self.device))
         if batch.slot_position.numel() == 0:
             return words, None
-        soft = self.soft_tokens(inputs, batch.slot_sources).to(words.dtype)
+        soft = self.soft_tokens(inputs, batch.slot_sources)
         binding = batch.slot_binding.to(self.device)
         prior = self._identifier_prior(soft, batch.slot_batch.to(self.device), batch.slot_position.to(self.device), binding, words.shape[0])
+        soft = soft.to(words.dtype)  # float32 from the adapters; the backbone's type from here on
         if self.config.bind_identifiers:
             soft = soft + self._identifier_embeddings(binding).to(words.dtype)
         return words.index_put((batch.slot_batch.to(self.device), batch.slot_position.to(self.device)), soft), prior
@@ -198,8 +199,9 @@ class LLM4PRModel(nn.Module):
         """
         backbone_inputs, prior = self._backbone_inputs(batch, inputs, cached_prefix)
         output = self.backbone(**backbone_inputs, **backbone_kwargs)
+        output.logits = output.logits.float()  # losses and scores in float32 whatever the backbone's type
         if prior is not None:
-            output.logits = output.logits + prior.unsqueeze(1).to(output.logits.dtype)
+            output.logits = output.logits + prior.unsqueeze(1)
         return output
 
     def answer_state(
@@ -217,8 +219,10 @@ class LLM4PRModel(nn.Module):
         """The LM head's logits of `token_ids` only, plus their prior: [B, H] -> [B, len(token_ids)]. The
         same numbers as the full projection's columns, at a fraction of its cost (the vocabulary is ~50k rows)."""
         head = self.causal_lm.get_output_embeddings()
-        bias = head.bias[token_ids] if getattr(head, "bias", None) is not None else None
-        logits = nn.functional.linear(hidden, head.weight[token_ids], bias).float()
+        bias = head.bias[token_ids].float() if getattr(head, "bias", None) is not None else None
+        # In float32 even under a bfloat16 backbone: bfloat16 logits keep 8 bits of mantissa and
+        # would tie candidates whose scores differ by less than ~0.06; these few rows cost nothing.
+        logits = nn.functional.linear(hidden.float(), head.weight[token_ids].float(), bias)
         return logits if prior is None else logits + prior[:, token_ids].float()
 
     @property

@@ -149,9 +149,13 @@ def batch_loss(
     batch = collate([e.prompt for e in examples], builder.tokenizer.pad_token_id)
     # Left padding puts every answer at the end: logits are needed from the position before
     # the earliest answer start onwards, and the vocabulary projection is skipped elsewhere.
+    # The positions go in as indices, not a count: a count slices a strided view, which the LM
+    # head multiplies as a batched product against its weight expanded (copied, in bfloat16)
+    # once per prompt; indices gather a contiguous block, which it multiplies as one matrix.
     width = batch.input_ids.shape[1]
     keep = width - int(batch.answer_start.min()) + 1
-    logits = model(batch, [e.inputs for e in examples], logits_to_keep=keep, use_cache=False).logits
+    positions = torch.arange(width - keep, width)
+    logits = model(batch, [e.inputs for e in examples], logits_to_keep=positions, use_cache=False).logits
     loss = next_token_loss(logits, batch.labels[:, width - keep :], total=totals.tokens)
     if listwise_weight:
         listwise = listwise_first_token_loss(
@@ -394,4 +398,4 @@ def training_seconds(run_dir: str | Path) -> float | None:
     """Seconds a finished run spent training (every stage, resumed parts added up); None when the
     run folder has no record (written before timing.json existed)."""
     path = Path(run_dir) / TIMING_FILE
-    return round(sum(json.loads(path.read_text(encoding="utf-8")).values()), 1) if path.is_file() else None
+    return round(sum(json.loads(path.read_text(encoding="utf-8")).values()), 3) if path.is_file() else None

@@ -1,0 +1,65 @@
+"""Which float type the frozen backbone is stored and run in, chosen per machine.
+
+Mixed precision, the way this project does it: the frozen backbone's weights are stored once in
+bfloat16 where the hardware multiplies bfloat16 fast (a GPU; a CPU with AMX or AVX512-BF16
+units), so no weight is cast per call; everything that trains (LoRA matrices, QIA, field
+encoders, the direct paths) and the optimizer's state stay in float32, and the losses are
+computed in float32. On a CPU without bfloat16 units a bfloat16 product is emulated and about ten
+times slower than float32 (docs/decisions.md), so "auto" picks float32 there.
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+ConcreteDtype = Literal["bfloat16", "float32"]
+
+# /proc/cpuinfo flags of x86 CPUs whose vector units multiply bfloat16 natively.
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def bf16_flags(cpuinfo: str) -> frozenset[str]:
+    """The bfloat16 flags in the text of /proc/cpuinfo (its first `flags` line)."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split()) & BF16_CPU_FLAGS
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def cpu_bf16_flags() -> frozenset[str]:
+    """The bfloat16 flags this CPU reports (empty off Linux or on CPUs without them)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.system() != "Linux" or not cpuinfo.is_file():
+        return frozenset()
+    return bf16_flags(cpuinfo.read_text(encoding="utf-8", errors="replace"))
+
+
+def resolve_dtype(dtype: str, device: str | torch.device = "cpu") -> ConcreteDtype:
+    """"auto" -> "bfloat16" on a CUDA device that supports it or a CPU with bfloat16 units, else
+    "float32"; "bfloat16" and "float32" are returned as given."""
+    if dtype in ("bfloat16", "float32"):
+        return dtype  # type: ignore[return-value]
+    if dtype != "auto":
+        raise ValueError(f"dtype must be 'auto', 'bfloat16' or 'float32', got {dtype!r}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu" and cpu_bf16_flags():
+        return "bfloat16"
+    return "float32"
+
+
+def attention_implementation(dtype: ConcreteDtype, device: str | torch.device = "cpu") -> str:
+    """The backbone's attention kernel: "eager" for bfloat16 on a CPU, "sdpa" elsewhere.
+
+    Why: PyTorch's CPU flash attention runs bfloat16 about three times slower than float32
+    (measured on the default backbone, docs/decisions.md), while the plain matrix-product
+    attention gets the bfloat16 speed-up; at post-ranking's prompt lengths (tens to a few hundred
+    tokens) the eager form's [T, T] scores are small."""
+    return "eager" if dtype == "bfloat16" and torch.device(device).type == "cpu" else "sdpa"

@@ -1,0 +1,72 @@
+"""Mixed precision: the backbone's float type chosen per machine, trainable parts and losses in float32."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from llm4pr.inference.ranker import LLM4PRRanker
+from llm4pr.model import precision
+from llm4pr.model.config import LoraSettings, ModelConfig
+from llm4pr.model.factory import add_lora
+from llm4pr.model.precision import attention_implementation, bf16_flags, resolve_dtype
+from llm4pr.training.examples import ExampleFactory
+from llm4pr.training.trainer import batch_loss
+from tests.tiny import make_model
+from tests.toy import TOY_SCHEMA, toy_requests
+
+EPYC_ZEN1 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+EPYC_ZEN4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+XEON_SPR = "processor\t: 0\nflags\t\t: avx512f avx512_bf16 amx_bf16 amx_tile\n"
+
+
+def test_bf16_flags_read_from_cpuinfo() -> None:
+    assert bf16_flags(EPYC_ZEN1) == frozenset()
+    assert bf16_flags(EPYC_ZEN4) == {"avx512_bf16"}
+    assert bf16_flags(XEON_SPR) == {"avx512_bf16", "amx_bf16"}
+    assert bf16_flags("no flags here") == frozenset()
+
+
+@pytest.mark.parametrize(("cpuinfo", "expected"), [(EPYC_ZEN1, "float32"), (EPYC_ZEN4, "bfloat16"), (XEON_SPR, "bfloat16")])
+def test_auto_picks_bfloat16_only_where_the_cpu_multiplies_it(monkeypatch: pytest.MonkeyPatch, cpuinfo: str, expected: str) -> None:
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: bf16_flags(cpuinfo))
+    assert resolve_dtype("auto", "cpu") == expected
+    assert resolve_dtype("float32", "cpu") == "float32" and resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    assert attention_implementation(resolve_dtype("auto", "cpu"), "cpu") == ("eager" if expected == "bfloat16" else "sdpa")
+
+
+def test_unknown_dtype_is_an_error_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="'auto', 'bfloat16' or 'float32'.*float16"):
+        resolve_dtype("float16")
+    assert ModelConfig().dtype == "auto"
+
+
+def test_bfloat16_backbone_trains_float32_parts_and_ranks_like_float32() -> None:
+    model, builder = make_model(seed=3, candidate_prior=True)
+    reference, _ = make_model(seed=3, candidate_prior=True)  # the same weights (seeded), kept in float32
+    model.backbone.to(torch.bfloat16)
+    add_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    model.train()
+    factory = ExampleFactory(builder, TOY_SCHEMA, max_history=10, shuffle_candidates=True)
+    examples = [factory.main(r, random.Random(0)) for r in toy_requests(4, seed=11)]
+    loss = batch_loss(model, builder, examples, listwise_weight=1.0)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert {p.dtype for p in trainable.values()} == {torch.float32}  # LoRA, QIA, encoders, prior
+    assert any("lora_B" in name for name in trainable) and any("adapter" in name for name in trainable)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for name, p in trainable.items() if "lora_B" in name)
+    assert model.candidate_prior is not None and model.candidate_prior.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
+    frozen = [p for p in model.backbone.parameters() if not p.requires_grad]
+    assert frozen and {p.dtype for p in frozen} == {torch.bfloat16}  # stored once, never cast per call
+
+    model.eval()  # LoRA's B is still zero: the same function as the float32 reference, rounded
+    requests = toy_requests(5, seed=12)
+    half = LLM4PRRanker(model, builder, mode="first_token").rank(requests)
+    full = LLM4PRRanker(reference, builder, mode="first_token").rank(requests)
+    for h, f in zip(half, full):
+        assert sorted(h.ranking) == sorted(f.ranking)
+        assert h.scores == pytest.approx(f.scores, abs=0.05)
+    assert all(sorted(r.ranking) == sorted(c.id for c in q.candidates) for r, q in zip(LLM4PRRanker(model, builder, mode="generate").rank(requests), requests))
