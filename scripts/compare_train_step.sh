@@ -5,23 +5,15 @@
 # go to the bench script of both sides (e.g. --model '{"dtype": "float32"}').
 #
 #   scripts/compare_train_step.sh BEFORE_REF AFTER_REF DATA_DIR OUT_DIR [bench args...]
-#   scripts/compare_train_step.sh ca720ca HEAD data/ml100k /tmp/compare-train
+#   scripts/compare_train_step.sh ca720ca 05757bc data/ml100k /tmp/compare-train --steps 8
 set -euo pipefail
-before_ref=$1 after_ref=$2 data=$3 out=$4
+mkdir -p "$4"
+before_ref=$1 after_ref=$2 data=$(cd "$3" && pwd) out=$(cd "$4" && pwd)
 shift 4
+bench_args=("$@")
 root=$(cd "$(dirname "$0")/.." && pwd)
-python="$root/.venv/bin/python"
-bench="$root/scripts/bench_train_step.py"
-data=$(cd "$data" && pwd)
-mkdir -p "$out"
-trees=()
-trap 'for t in "${trees[@]}"; do git -C "$root" worktree remove --force "$t"; done' EXIT
-for side in before after; do
-  ref=$before_ref
-  [ "$side" = after ] && ref=$after_ref
-  tree=$(mktemp -d)
-  trees+=("$tree")
-  git -C "$root" worktree add --detach --quiet "$tree" "$ref"
-  echo "== $side: $(git -C "$root" rev-parse --short "$ref")"
-  (cd "$tree" && PYTHONPATH="$tree/src" "$python" "$bench" --data "$data" --out "$out/$side.json" "$@")
-done
+source "$root/scripts/on_refs.sh"
+measure() {  # run in the ref's tree: git_commit() there names the code that ran
+  (cd "$2" && "$root/.venv/bin/python" "$root/scripts/bench_train_step.py" --data "$data" --out "$out/$1.json" "${bench_args[@]}")
+}
+on_refs "$before_ref" "$after_ref" measure

@@ -108,6 +108,7 @@ def test_a_folder_that_is_no_ranker_is_a_clear_error(toy_data_dir: Path, tmp_pat
     [
         (["--window", "10", "--stride", "10"], "--stride: must be smaller than the window (10), got 10"),
         (["--shifts", "3"], "--shifts: 3 shifts need mode 'first_token'"),
+        (["--quantize", "int8", "--dtype", "bfloat16"], "--dtype: int8 quantization starts from float32 weights"),
         (["--batch-size", "0", "--window", "1"], "--batch-size: Input should be greater than or equal to 1; --window: Input should be"),
     ],
 )

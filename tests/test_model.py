@@ -344,6 +344,8 @@ def test_inference_config_refuses_bad_settings_and_combinations(tiny: tuple[LLM4
     assert problems(window=1) == "window: Input should be greater than or equal to 2"
     assert problems(mode="beam").startswith("mode: Input should be 'generate', 'first_token' or 'unconstrained'")
     assert problems(windw=5) == "windw: Extra inputs are not permitted"
+    assert problems(quantize="int8", dtype="bfloat16") == "dtype: int8 quantization starts from float32 weights, got dtype 'bfloat16'"
+    assert problems(dtype="float16").startswith("dtype: Input should be 'auto', 'bfloat16' or 'float32'")
     assert InferenceConfig(mode="first_token", shifts=3).shifts == 3
     with pytest.raises(ValidationError, match="shifts need mode 'first_token'"):
         InferenceConfig(mode="first_token", shifts=3).replace(mode="generate")  # a copy is validated too

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.model import precision
+from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.config import LoraSettings, ModelConfig
 from llm4pr.model.factory import add_lora
 from llm4pr.model.precision import attention_implementation, bf16_flags, resolve_dtype
@@ -43,7 +46,7 @@ def test_unknown_dtype_is_an_error_naming_the_choices() -> None:
     assert ModelConfig().dtype == "auto"
 
 
-def test_bfloat16_backbone_trains_float32_parts_and_ranks_like_float32() -> None:
+def test_bfloat16_backbone_trains_float32_parts_and_ranks_like_float32(tmp_path: Path) -> None:
     model, builder = make_model(seed=3, candidate_prior=True)
     reference, _ = make_model(seed=3, candidate_prior=True)  # the same weights (seeded), kept in float32
     model.backbone.to(torch.bfloat16)
@@ -61,6 +64,9 @@ def test_bfloat16_backbone_trains_float32_parts_and_ranks_like_float32() -> None
     assert model.candidate_prior is not None and model.candidate_prior.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
     frozen = [p for p in model.backbone.parameters() if not p.requires_grad]
     assert frozen and {p.dtype for p in frozen} == {torch.bfloat16}  # stored once, never cast per call
+    save_checkpoint(model, tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved["trained_in"] == "bfloat16" and saved["model"]["dtype"] == "float32"  # the tiny config pins float32
 
     model.eval()  # LoRA's B is still zero: the same function as the float32 reference, rounded
     requests = toy_requests(5, seed=12)

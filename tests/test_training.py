@@ -175,7 +175,7 @@ def test_train_rank_evaluate_commands(tiny_train_config: TrainConfigFactory, toy
     assert main(["evaluate", "--data", str(toy_data_dir / "test.jsonl"), "--checkpoint", str(run_dir), "--out", str(report_path), "--batch-size", "1"]) == 0
     report = json.loads(report_path.read_text())
     assert report["valid_ratio"] == 1.0 and report["fallbacks"] == 0
-    assert report["mean_input_tokens"] > 10
+    assert report["mean_input_tokens"] > 10 and report["dtype"] == "float32"  # the tiny config's
     assert report["latency_ms"]["p50"] > 0
     assert set(report["metrics"]) >= {"ndcg@3", "ndcg@5", "mrr@3", "mrr@5"}
     assert_provenance(report["provenance"])
@@ -198,11 +198,17 @@ def test_bench_latency_command(tiny_train_config: TrainConfigFactory, toy_data_d
     assert main(["bench-latency", "--checkpoint", str(run_dir), "--data", str(toy_data_dir / "test.jsonl"), "--requests", "4", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert set(report["systems"]) == {"generate", "first_token", "all_text_generate", "generate_int8", "first_token_int8"}  # int8 on CPUs
-    assert report["ratios"]["first_token_over_first_token_int8_p50"] > 0
+    assert report["dtype"] == "float32" and report["ratios"]["first_token_over_first_token_int8_p50"] > 0
     systems = report["systems"]
     assert systems["all_text_generate"]["mean_input_tokens"] > 2 * systems["first_token"]["mean_input_tokens"]
     assert systems["first_token"]["latency_ms"]["p50"] > 0 and systems["generate"]["throughput_rps"]["batch_16"] > 0
     assert_provenance(report["provenance"])
+    # a bfloat16 backbone is measured beside float32 and int8 in the same run
+    args = ["bench-latency", "--checkpoint", str(run_dir), "--data", str(toy_data_dir / "test.jsonl"), "--requests", "2", "--out", str(out)]
+    assert main([*args, "--dtype", "bfloat16"]) == 0
+    report = json.loads(out.read_text())
+    assert report["dtype"] == "bfloat16"
+    assert {"first_token", "first_token_float32", "first_token_int8", "generate_float32"} <= set(report["systems"])
 
 
 def test_set_overrides_apply_and_bad_ones_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -421,6 +421,7 @@ def _add_bench_latency(commands: Commands) -> None:
     latency.add_argument("--out", type=Path, help="write the report here (JSON)")
     latency.add_argument("--requests", type=int, default=100, help="how many requests to time")
     latency.add_argument("--device", default=INFERENCE_DEFAULTS.device)
+    _add_dtype_argument(latency)
     latency.set_defaults(handler=_bench_latency)
 
 
@@ -447,6 +448,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=INFERENCE_DEFAULTS.stride, help="how far the window moves (less than --window)")
     parser.add_argument("--device", default=INFERENCE_DEFAULTS.device)
     parser.add_argument("--quantize", choices=get_args(Quantization), help="int8: dynamic int8 decoder for CPU inference (docs/serving.md)")
+    _add_dtype_argument(parser)
+
+
+def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"],
+                        help="the backbone's float type (default: the checkpoint's model.dtype; auto: bfloat16 where the hardware has it)")
 
 
 def _inference_config(args: argparse.Namespace) -> InferenceConfig:

@@ -5,7 +5,7 @@ request (batch 1) for `generate` (the paper's decoding), `first_token` (one forw
 PTPR-style all-text prompt (every feature written out, no soft tokens, decoded like `generate`),
 and throughput at batch 1 and 16. The checkpoint is loaded with the `InferenceConfig` given (device,
 window, stride); the benchmark itself sets each system's mode, the batch size (16) and, on CPUs,
-adds int8 rows beside float32. Text embeddings of titles and queries are computed once and
+adds float32 rows (when the checkpoint's dtype resolves to bfloat16 on this machine) and int8 rows. Text embeddings of titles and queries are computed once and
 cached, as in a running service; a warm-up pass fills that cache before anything is timed.
 """
 
@@ -65,11 +65,18 @@ def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 10
         "first_token": (ranker, "first_token"),
         "all_text_generate": (text_ranker, "generate"),
     }
-    if torch.device(config.device).type == "cpu":  # the int8 decoder, measured in the same run as float32
-        quantized = LLM4PRRanker.from_pretrained(checkpoint, config.replace(quantize="int8"))
-        quantized.rank(requests[:2], mode="first_token")
-        systems.update({"generate_int8": (quantized, "generate"), "first_token_int8": (quantized, "first_token")})
-    report: dict[str, Any] = {"requests": len(requests), "device": config.device, "provenance": provenance(commit), "systems": {}}
+    dtype = ranker.model.backbone_dtype
+    if torch.device(config.device).type == "cpu":  # float32 and the int8 decoder, measured in the same run
+        variants = {"int8": config.replace(quantize="int8", dtype=None)}
+        if dtype != "float32":
+            variants = {"float32": config.replace(dtype="float32"), **variants}
+        for suffix, variant in variants.items():
+            other = LLM4PRRanker.from_pretrained(checkpoint, variant)
+            other.rank(requests[:2], mode="first_token")
+            systems.update({f"generate_{suffix}": (other, "generate"), f"first_token_{suffix}": (other, "first_token")})
+    report: dict[str, Any] = {
+        "requests": len(requests), "device": config.device, "dtype": dtype, "provenance": provenance(commit), "systems": {}
+    }
     for name, (system, mode) in systems.items():
         def rank(batch: Sequence[PostRankRequest], system: LLM4PRRanker = system, mode: str = mode) -> object:
             return system.rank(batch, mode=mode)

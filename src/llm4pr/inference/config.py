@@ -32,6 +32,20 @@ class InferenceConfig(BaseModel):
     )
     device: str = Field(default="cpu", min_length=1, description="where the model runs (a torch device)")
     quantize: Quantization | None = Field(default=None, description="int8: dynamic int8 decoder for CPU inference (inference/quantize.py)")
+    dtype: Literal["auto", "bfloat16", "float32"] | None = Field(
+        default=None,
+        description="the backbone's float type (model/precision.py); default: the checkpoint's model.dtype, "
+        "float32 under --quantize int8",
+    )
+
+    @field_validator("dtype")
+    @classmethod
+    def _int8_quantizes_float32(cls, dtype: str | None, info: ValidationInfo) -> str | None:
+        if dtype == "bfloat16" and info.data.get("quantize") == "int8":
+            raise PydanticCustomError(
+                "int8_needs_float32", "int8 quantization starts from float32 weights, got dtype '{dtype}'", {"dtype": dtype}
+            )
+        return dtype
 
     @field_validator("stride")
     @classmethod

@@ -82,7 +82,8 @@ class LLM4PRRanker(Ranker):
         from llm4pr.model.factory import load_model
 
         config = (config or InferenceConfig()).replace(**settings)
-        model, tokenizer = load_model(resolve_checkpoint(path), device=config.device)
+        dtype = "float32" if config.quantize == "int8" else config.dtype
+        model, tokenizer = load_model(resolve_checkpoint(path), device=config.device, dtype=dtype)
         if config.quantize == "int8":
             quantize_int8(model)
         return cls(model, PromptBuilder(tokenizer, model.config.identifiers), config, progress=progress)

@@ -47,7 +47,7 @@ def evaluate_command(
         ranked = ranker.rank(requests)
         settings = ranker.config
         extra = {"system": f"llm4pr ({checkpoint})", "mode": settings.mode, "batch_size": settings.batch_size, "quantize": settings.quantize,
-                 "shifts": settings.shifts}
+                 "dtype": ranker.model.backbone_dtype, "shifts": settings.shifts}
         extra.update(inference_statistics(ranked, [ranker.prompt_length(r) for r in requests]))
     elif run is not None:
         requests = read_requests(data)

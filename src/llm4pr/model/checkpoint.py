@@ -50,6 +50,7 @@ def save_checkpoint(
                 "format": FORMAT,
                 "version": FORMAT_VERSION,
                 "model": model.config.model_dump(mode="json"),
+                "trained_in": model.backbone_dtype,  # what model.dtype resolved to; a loader resolves it again
                 "schema": model.schema.model_dump(mode="json", exclude_none=True),
                 "stats": model.stats.to_dict(),
             },

@@ -82,6 +82,7 @@ def load_model(
     device: str | torch.device = "cpu",
     text_encoder: SupportsEncode | None = None,
     trainable: bool = False,
+    dtype: str | None = None,
 ) -> tuple[LLM4PRModel, PreTrainedTokenizerBase]:
     """Rebuild the model saved in a checkpoint folder (safetensors and a PEFT adapter; no pickle).
 
@@ -90,6 +91,8 @@ def load_model(
     """
     path = Path(path)
     config, schema, stats = read_checkpoint_config(path)
+    if dtype is not None:  # the float type is the machine's choice, not part of what was learned
+        config = config.model_copy(update={"dtype": dtype})
     model, tokenizer = build_model(config, schema, stats, text_encoder=text_encoder, device=device)
     load_weights(model, path)
     if has_adapter(path):

@@ -226,6 +226,11 @@ class LLM4PRModel(nn.Module):
         return logits if prior is None else logits + prior[:, token_ids].float()
 
     @property
+    def backbone_dtype(self) -> str:
+        """The float type the backbone runs in: "bfloat16" or "float32" (model/precision.py)."""
+        return str(self.causal_lm.dtype).removeprefix("torch.")
+
+    @property
     def causal_lm(self) -> PreTrainedModel:
         """The backbone's causal LM (inside the PEFT wrapper while LoRA is being trained)."""
         return self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
