@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from llm4pr.data.jsonl import read_requests
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.model import precision
 from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.config import LoraSettings, ModelConfig
 from llm4pr.model.factory import add_lora
 from llm4pr.model.precision import attention_implementation, bf16_flags, resolve_dtype
+from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.training.examples import ExampleFactory
-from llm4pr.training.trainer import batch_loss
-from tests.tiny import make_model
+from llm4pr.training.trainer import Trainer, batch_loss
+from tests.tiny import TrainConfigFactory, make_model
 from tests.toy import TOY_SCHEMA, toy_requests
 
 EPYC_ZEN1 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
@@ -76,3 +80,24 @@ def test_bfloat16_backbone_trains_float32_parts_and_ranks_like_float32(tmp_path:
         assert sorted(h.ranking) == sorted(f.ranking)
         assert h.scores == pytest.approx(f.scores, abs=0.05)
     assert all(sorted(r.ranking) == sorted(c.id for c in q.candidates) for r, q in zip(LLM4PRRanker(model, builder, mode="generate").rank(requests), requests))
+
+
+def test_a_bfloat16_trained_checkpoint_ranks_identically_in_a_fresh_process(
+    tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    config = tiny_train_config()
+    config = config.model_copy(update={"model": config.model.model_copy(update={"dtype": "bfloat16"})})
+    run_dir = tmp_path / "run"
+    Trainer(config, toy_data_dir, run_dir, progress=False).run()
+    assert json.loads((resolve_checkpoint(run_dir) / "config.json").read_text())["trained_in"] == "bfloat16"
+    requests = read_requests(toy_data_dir / "test.jsonl")
+    ranker = LLM4PRRanker.from_pretrained(run_dir, mode="first_token")
+    assert ranker.model.backbone_dtype == "bfloat16"
+    here = ranker.rank(requests)
+    out = tmp_path / "fresh.jsonl"
+    command = [sys.executable, "-m", "llm4pr", "rank", "--checkpoint", str(run_dir), "--input", str(toy_data_dir / "test.jsonl"),
+               "--output", str(out), "--mode", "first_token"]
+    subprocess.run(command, check=True, capture_output=True)
+    fresh = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r.request_id, r.ranking) for r in here] == [(f["request_id"], f["ranking"]) for f in fresh]
+    assert len({tuple(r.ranking) for r in here}) > 1  # not one fixed order for every request
