@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from llm4pr.data.errors import DataError, format_validation_error
 from llm4pr.inference.config import InferenceConfig, Quantization
+from llm4pr.model.config import Dtype
 from llm4pr.rankers.base import MODES, SERVED_MODES
 
 EXIT_BAD_INPUT = 2
@@ -452,7 +453,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"],
+    parser.add_argument("--dtype", choices=get_args(Dtype),
                         help="the backbone's float type (default: the checkpoint's model.dtype; auto: bfloat16 where the hardware has it)")
 
 

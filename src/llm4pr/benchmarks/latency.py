@@ -5,8 +5,9 @@ request (batch 1) for `generate` (the paper's decoding), `first_token` (one forw
 PTPR-style all-text prompt (every feature written out, no soft tokens, decoded like `generate`),
 and throughput at batch 1 and 16. The checkpoint is loaded with the `InferenceConfig` given (device,
 window, stride); the benchmark itself sets each system's mode, the batch size (16) and, on CPUs,
-adds float32 rows (when the checkpoint's dtype resolves to bfloat16 on this machine) and int8 rows. Text embeddings of titles and queries are computed once and
-cached, as in a running service; a warm-up pass fills that cache before anything is timed.
+adds float32 rows (when the checkpoint's dtype resolves to bfloat16 on this machine) and int8
+rows. Text embeddings of titles and queries are computed once and cached, as in a running
+service; a warm-up pass fills that cache before anything is timed.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from llm4pr.model.config import Dtype
 from llm4pr.rankers.base import Mode
 
 Quantization = Literal["int8"]
@@ -32,7 +33,7 @@ class InferenceConfig(BaseModel):
     )
     device: str = Field(default="cpu", min_length=1, description="where the model runs (a torch device)")
     quantize: Quantization | None = Field(default=None, description="int8: dynamic int8 decoder for CPU inference (inference/quantize.py)")
-    dtype: Literal["auto", "bfloat16", "float32"] | None = Field(
+    dtype: Dtype | None = Field(
         default=None,
         description="the backbone's float type (model/precision.py); default: the checkpoint's model.dtype, "
         "float32 under --quantize int8",

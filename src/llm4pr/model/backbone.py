@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
 import torch
 from transformers import (
     AutoModelForCausalLM,

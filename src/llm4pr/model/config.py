@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_IDENTIFIERS: tuple[str, ...] = tuple(string.ascii_uppercase)
 
+# The backbone's float type as configured: "auto" is resolved per machine (model/precision.py).
+Dtype = Literal["auto", "bfloat16", "float32"]
+
 
 class LoraSettings(BaseModel):
     """LoRA on the backbone for learning to post-rank (paper: q,k projections, r=32, alpha=32)."""
@@ -27,7 +30,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backbone: str = "smollm2-135m-instruct"
-    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+    dtype: Dtype = Field(
         default="auto",
         description="the frozen backbone's float type; auto: bfloat16 on a GPU or a CPU with AMX/AVX512-BF16 "
         "units, float32 elsewhere (model/precision.py). Trainable parts are float32 in every case",
