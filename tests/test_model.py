@@ -23,6 +23,7 @@ from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.inference.window import sliding_window_rank, window_schedule
 from llm4pr.model.backbone import BackboneError
 from llm4pr.model.factory import add_lora, build_model, keep_first_layers
+import llm4pr.model.llm4pr as llm4pr_module
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import IGNORE_INDEX, Prompt, PromptBatch, PromptBuilder, collate, entity_texts
 from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
@@ -541,6 +542,32 @@ def test_request_context_reads_history_labels_never_candidate_labels() -> None:
     liked = [request.history[0].model_copy(update={"label": 50.0}), *request.history[1:]]
     assert not torch.allclose(embeds(liked, list(request.candidates)), base)
     assert "request_context.project.weight" in model.trainable_state_dict()
+
+
+def test_query_similarity_writes_the_query_text_match_into_each_candidate() -> None:
+    """With `query_similarity`, a candidate whose title is the query gets cosine 1 and the request's
+    highest z-score; a missing title is flagged, not read as a cosine of 0."""
+    torch.manual_seed(0)
+    backbone, tokenizer = tiny_backbone(seed=0)
+    config = TINY.model_copy(update={"relative_numeric": False, "history_labels": False, "query_similarity": True})
+    stats = FeatureStats.fit(TOY_SCHEMA, toy_requests(30))
+    model, tokenizer = build_model(config, TOY_SCHEMA, stats, backbone, tokenizer, load_text_encoder("hashing"))
+    assert model.request_context is not None and model.request_context.input_dim == 3  # one text feature: title
+    request = toy_requests(1)[0]
+    query = request.candidates[2].features["title"]
+    untitled = request.candidates[4].model_copy(update={"features": {**request.candidates[4].features, "title": None}})
+    candidates = [*request.candidates[:4], untitled]
+    encoder = model.item_encoder
+    fields = encoder([c.id for c in candidates], [c.features for c in candidates], model.text_encoder)
+    queries = model.text_encoder.encode([query] * len(candidates)).float()
+    cosine, present = llm4pr_module._query_similarity(queries, [fields[i] for i in encoder.text_fields])
+    assert present.squeeze(-1).tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
+    assert cosine[2, 0].item() == pytest.approx(1.0, abs=1e-5) and cosine[4, 0].item() == 0.0
+    groups = [(0, "candidate")] * len(candidates)
+    features = model.request_context.features(candidates, groups, None, (cosine, present))
+    assert int(features[:4, 1].argmax()) == 2  # the z-score among the present candidates
+    assert features[4].tolist() == [0.0, 0.0, 1.0]
+
 
 
 def test_shift_averaging_over_every_rotation_ignores_the_shown_order(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:

@@ -158,6 +158,9 @@ class EntityEncoder(nn.Module):
         for table in self.tables.values():
             nn.init.normal_(table.weight, std=0.1)
         self.fields: tuple[FieldInfo, ...] = tuple(fields)
+        text_names = {s.name for s in self.specs if s.kind is FeatureKind.text}
+        # Positions of the text fields in `forward`'s list: their vectors are the frozen text encoder's.
+        self.text_fields: tuple[int, ...] = tuple(i for i, f in enumerate(fields) if f.name in text_names)
 
     def forward(
         self, ids: Sequence[str], features: Sequence[dict[str, Any]], text_encoder: SupportsEncode

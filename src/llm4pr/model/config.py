@@ -53,6 +53,12 @@ class ModelConfig(BaseModel):
     history_labels: bool = Field(
         default=True, description="add the user's label of each history item, relative to the history's mean (model/request_context.py)"
     )
+    query_similarity: bool = Field(
+        default=False,
+        description="add the cosine of the query with each item text feature (as is, z-scored among the request's "
+        "candidates, missing flag): the match a bi-encoder ranks by, which QIA does not write as such "
+        "(model/request_context.py, docs/decisions.md)",
+    )
     candidate_prior: bool = Field(
         default=True,
         description="add a linear read-out of each candidate's soft token to its identifier's logit at every "

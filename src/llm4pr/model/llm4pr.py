@@ -57,8 +57,15 @@ class LLM4PRModel(nn.Module):
         self.user_adapter = self._adapter(self.user_encoder, hidden)
         self.item_adapter = self._adapter(self.item_encoder, hidden)
         self.request_context = (
-            RequestContext(len(self.item_encoder.numeric_names), hidden, config.relative_numeric, config.history_labels)
-            if config.relative_numeric or config.history_labels
+            RequestContext(
+                len(self.item_encoder.numeric_names),
+                hidden,
+                config.relative_numeric,
+                config.history_labels,
+                n_text=len(self.item_encoder.text_fields),
+                query_similarity=config.query_similarity,
+            )
+            if config.relative_numeric or config.history_labels or config.query_similarity
             else None
         )
         # Zero-initialised: the model starts as without the prior.
@@ -127,12 +134,14 @@ class LLM4PRModel(nn.Module):
         soft = users.new_zeros(slot, users.shape[-1]).index_put((torch.tensor(user_slots, device=self.device),), users[user_rows])
         if items:
             item_fields = self.item_encoder([i.id for i in items], [i.features for i in items], self.text_encoder)
-            item_tokens, _ = self.item_adapter(query[[owner for owner, _ in item_groups]], item_fields)
+            item_queries = query[[owner for owner, _ in item_groups]]
+            item_tokens, _ = self.item_adapter(item_queries, item_fields)
             soft = soft.index_put((torch.tensor(item_slots, device=self.device),), item_tokens)
         soft = nn.functional.layer_norm(soft, soft.shape[-1:]) * self.soft_token_scale
         if items and self.request_context is not None:
             numeric = item_fields[-1] if self.item_encoder.numeric_names else None
-            context = self.request_context(items, item_groups, numeric)
+            similarity = _query_similarity(item_queries, [item_fields[i] for i in self.item_encoder.text_fields])
+            context = self.request_context(items, item_groups, numeric, similarity)
             soft = soft.index_add(0, torch.tensor(item_slots, device=self.device), context.to(soft.dtype))
         return soft
 
@@ -269,6 +278,18 @@ def _slot_item(inputs: PromptInputs, source: str, index: int) -> Item:
     if inputs.item is None:
         raise ValueError("an 'item' slot needs PromptInputs.item")
     return inputs.item
+
+
+def _query_similarity(queries: torch.Tensor, texts: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n, t] cosines, [n, t] presence) of n queries with their items' t text-field vectors; a
+    missing text is a zero vector (`features.encoders`): cosine 0, presence 0."""
+    if not texts:
+        empty = queries.new_zeros(queries.shape[0], 0)
+        return empty, empty
+    stacked = torch.stack(list(texts), dim=1)  # [n, t, d]
+    cosine = nn.functional.cosine_similarity(queries.unsqueeze(1), stacked, dim=-1)
+    present = (stacked.abs().sum(dim=-1) > 0).to(cosine.dtype)
+    return cosine * present, present
 
 
 def _list_positions(slot_batch: torch.Tensor, slot_position: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """What an item's soft token cannot know from the item alone: its place in the request.
 
-QIA encodes each entity by itself. Two signals depend on the request around it:
+QIA encodes each entity by itself. Three signals depend on the request around it:
 
 - request-relative numbers (`relative_numeric`): each numerical feature z-scored among the items
   of the same slot group (the request's candidates, or its history), so that "the best-rated of
@@ -9,9 +9,14 @@ QIA encodes each entity by itself. Two signals depend on the request around it:
 - the user's own labels of history items (`history_labels`): how much the user liked each past
   item, relative to the user's other past items (their label minus the history's mean label), the
   taste signal a sequential recommender reads. A candidate's label is the training target and is
-  never read: candidate slots get the missing flag.
+  never read: candidate slots get the missing flag;
+- the query's similarity to each of the item's text features (`query_similarity`): the cosine
+  between their frozen text embeddings (what a bi-encoder ranks by), as it is and z-scored among
+  the request's candidates, with a missing flag. QIA's attention decides *which* field to read
+  for a query, but its output is a mix of field values in which "how well does this abstract
+  match the query" is not a linear direction; text re-ranking hinges on that match.
 
-Both are concatenated and projected into the LLM's hidden size by one linear map, initialised to
+All are concatenated and projected into the LLM's hidden size by one linear map, initialised to
 zero (the model starts as plain LLM4PR) and added to the slot's soft token.
 """
 
@@ -29,20 +34,43 @@ RELATIVE_CLIP = 3.0
 
 
 class RequestContext(nn.Module):
-    def __init__(self, n_numeric: int, output_dim: int, relative_numeric: bool, history_labels: bool) -> None:
+    def __init__(
+        self,
+        n_numeric: int,
+        output_dim: int,
+        relative_numeric: bool,
+        history_labels: bool,
+        n_text: int = 0,
+        query_similarity: bool = False,
+    ) -> None:
         super().__init__()
         self.relative_numeric = relative_numeric and n_numeric > 0
         self.history_labels = history_labels
-        self.input_dim = (n_numeric if self.relative_numeric else 0) + (2 if history_labels else 0)
+        self.query_similarity = query_similarity and n_text > 0
+        self.input_dim = (
+            (n_numeric if self.relative_numeric else 0)
+            + (2 if history_labels else 0)
+            + (3 * n_text if self.query_similarity else 0)
+        )
         if not self.input_dim:
-            raise ValueError("RequestContext needs relative_numeric (with numerical features) or history_labels")
+            raise ValueError(
+                "RequestContext needs relative_numeric (with numerical features), history_labels, "
+                "or query_similarity (with text features)"
+            )
         self.project = nn.Linear(self.input_dim, output_dim)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
 
-    def features(self, items: Sequence[Item], groups: Sequence[tuple[int, str]], numeric: torch.Tensor | None) -> torch.Tensor:
+    def features(
+        self,
+        items: Sequence[Item],
+        groups: Sequence[tuple[int, str]],
+        numeric: torch.Tensor | None,
+        similarity: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """[n, input_dim] for n item slots; `groups[i]` is (prompt, source) of slot i, `numeric` the
-        item encoder's [n, 2k] (z-score, missing flag) pairs."""
+        item encoder's [n, 2k] (z-score, missing flag) pairs, `similarity` the [n, t] cosines
+        between each slot's query and its t text features with their [n, t] presence (0: missing)."""
         group_index = torch.tensor(_group_ids(groups), device=self.project.weight.device)
         parts = []
         if self.relative_numeric:
@@ -57,10 +85,22 @@ class RequestContext(nn.Module):
             labels, known = labels.to(group_index.device), known.to(group_index.device)
             centred = labels - group_mean(labels.unsqueeze(-1), known.unsqueeze(-1), group_index).squeeze(-1)
             parts.append(torch.stack([centred * known, 1.0 - known], dim=-1))
+        if self.query_similarity:
+            if similarity is None:
+                raise ValueError("query_similarity needs the cosines of the query with the items' text features")
+            cosine, present = similarity
+            relative = group_zscore(cosine, present, group_index).clamp(-RELATIVE_CLIP, RELATIVE_CLIP)
+            parts.extend((cosine * present, relative, 1.0 - present))
         return torch.cat(parts, dim=-1)
 
-    def forward(self, items: Sequence[Item], groups: Sequence[tuple[int, str]], numeric: torch.Tensor | None) -> torch.Tensor:
-        return self.project(self.features(items, groups, numeric))
+    def forward(
+        self,
+        items: Sequence[Item],
+        groups: Sequence[tuple[int, str]],
+        numeric: torch.Tensor | None,
+        similarity: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        return self.project(self.features(items, groups, numeric, similarity))
 
 
 def _group_ids(groups: Sequence[tuple[int, str]]) -> list[int]:
