@@ -910,7 +910,8 @@ def test_rerank_of_a_held_out_semanlink_query_equals_llm4pr_rank(
     data = tmp_path / "semanlink"
     # every tag query held out (test); training sees only the title pseudo-queries
     prepare_semanlink(Path(__file__).parent / "fixtures" / "semanlink", data, split_ratio=(0.0, 0.0, 1.0), pseudo_queries=True)
-    model = {**tiny_train_config().model.model_dump(mode="json"), "embed_ids": False, "max_history": 0}
+    # as configs/semanlink.yaml: no id embedding, no history, the query's match with each text as an input
+    model = {**tiny_train_config().model.model_dump(mode="json"), "embed_ids": False, "max_history": 0, "query_similarity": True}
     Trainer(tiny_train_config(model=model), data, tmp_path / "run", progress=False).run()
     held_out = max(read_requests(data / "test.jsonl"), key=lambda r: len(r.candidates))
     assert len(held_out.candidates) >= 3
