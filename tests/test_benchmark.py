@@ -273,12 +273,13 @@ def test_the_semanlink_benchmark_and_its_recipe_validate(monkeypatch: pytest.Mon
     assert recipe.max_train_requests is None and recipe.post_rank.random_ties
 
 
-def test_the_committed_row_files_still_make_the_committed_table(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["ml100k", "semanlink"])
+def test_the_committed_row_files_still_make_the_committed_table(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     root = Path(__file__).parent.parent
     monkeypatch.chdir(root)  # the config names its training configs relative to the repository
-    out = Path("benchmarks/results/ml100k")
+    out = Path("benchmarks/results") / name
     committed = json.loads((out / "results.json").read_text())
-    assert Benchmark(BenchmarkConfig.load("benchmarks/ml100k.yaml"), out, progress=False).collect()["rows"] == committed["rows"]
+    assert Benchmark(BenchmarkConfig.load(f"benchmarks/{name}.yaml"), out, progress=False).collect()["rows"] == committed["rows"]
 
 
 def test_an_llm_row_fits_by_training_and_saves_its_checkpoint(tmp_path: Path, llm_config: Path) -> None:
