@@ -17,8 +17,9 @@ from llm4pr.model import precision
 from llm4pr.model.checkpoint import save_checkpoint
 from llm4pr.model.config import LoraSettings, ModelConfig
 from llm4pr.model.factory import add_lora
-from llm4pr.model.precision import attention_implementation, bf16_flags, resolve_dtype
+from llm4pr.model.precision import attention_implementation, resolve_dtype
 from llm4pr.model.run_folder import resolve_checkpoint
+from llm4pr.provenance import bf16_flags, cpuinfo_field
 from llm4pr.training.examples import ExampleFactory
 from llm4pr.training.trainer import Trainer, batch_loss
 from tests.tiny import TrainConfigFactory, make_model
@@ -30,6 +31,7 @@ XEON_SPR = "processor\t: 0\nflags\t\t: avx512f avx512_bf16 amx_bf16 amx_tile\n"
 
 
 def test_bf16_flags_read_from_cpuinfo() -> None:
+    assert cpuinfo_field(EPYC_ZEN4 + "model\t\t: 17\nmodel name\t: AMD EPYC\n", "model") == "17"
     assert bf16_flags(EPYC_ZEN1) == frozenset()
     assert bf16_flags(EPYC_ZEN4) == {"avx512_bf16"}
     assert bf16_flags(XEON_SPR) == {"avx512_bf16", "amx_bf16"}

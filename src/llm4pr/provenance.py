@@ -11,6 +11,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,49 @@ def libraries() -> dict[str, str]:
     return versions
 
 
+# /proc/cpuinfo flags of x86 CPUs whose vector units multiply bfloat16 natively: they decide how
+# fast the same code trains (model/precision.py), so every result names them.
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+@lru_cache(maxsize=1)
+def cpuinfo() -> str:
+    """The text of /proc/cpuinfo ("" off Linux)."""
+    path = Path("/proc/cpuinfo")
+    if platform.system() != "Linux" or not path.is_file():
+        return ""
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def cpuinfo_field(text: str, name: str) -> str | None:
+    """The first value of field `name` in /proc/cpuinfo's text ("model name", "flags", ...)."""
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key.strip() == name:
+            return value.strip()
+    return None
+
+
+def bf16_flags(text: str) -> frozenset[str]:
+    """The bfloat16 flags in /proc/cpuinfo's text (of its first processor)."""
+    return frozenset((cpuinfo_field(text, "flags") or "").split()) & BF16_CPU_FLAGS
+
+
 def machine() -> dict[str, Any]:
     import torch
 
+    text = cpuinfo()
     record: dict[str, Any] = {
-        "processor": _cpu_model() or platform.processor() or platform.machine(),
+        "processor": cpuinfo_field(text, "model name") or platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
+    family, model = cpuinfo_field(text, "cpu family"), cpuinfo_field(text, "model")
+    if family and model:  # a VM may name only the brand ("AMD EPYC"): family and model tell the generation
+        record["cpu_id"] = f"family {family} model {model}"
+    if text:
+        record["bf16_units"] = sorted(bf16_flags(text))
     if torch.cuda.is_available():
         record["gpu"] = torch.cuda.get_device_name(0)
     return record
@@ -70,13 +105,3 @@ def provenance(commit: str | None) -> dict[str, Any]:
         "machine": machine(),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _cpu_model() -> str | None:
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return None
-    for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return None

@@ -10,34 +10,18 @@ times slower than float32 (docs/decisions.md), so "auto" picks float32 there.
 
 from __future__ import annotations
 
-import platform
-from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 import torch
 
+from llm4pr.provenance import bf16_flags, cpuinfo
+
 ConcreteDtype = Literal["bfloat16", "float32"]
 
-# /proc/cpuinfo flags of x86 CPUs whose vector units multiply bfloat16 natively.
-BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
-
-def bf16_flags(cpuinfo: str) -> frozenset[str]:
-    """The bfloat16 flags in the text of /proc/cpuinfo (its first `flags` line)."""
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split()) & BF16_CPU_FLAGS
-    return frozenset()
-
-
-@lru_cache(maxsize=1)
 def cpu_bf16_flags() -> frozenset[str]:
     """The bfloat16 flags this CPU reports (empty off Linux or on CPUs without them)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if platform.system() != "Linux" or not cpuinfo.is_file():
-        return frozenset()
-    return bf16_flags(cpuinfo.read_text(encoding="utf-8", errors="replace"))
+    return bf16_flags(cpuinfo())
 
 
 def resolve_dtype(dtype: str, device: str | torch.device = "cpu") -> ConcreteDtype:
