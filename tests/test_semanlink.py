@@ -28,7 +28,7 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.data.semanlink import BM25_B, BM25_K1, prepare_semanlink, query_split
-from llm4pr.serving.schemas import rerank_refusal, rerank_text_feature
+from llm4pr.data.rerank import rerank_refusal, rerank_text_feature
 from tests.tiny import check_prepared_folder, read_prepared
 
 FIXTURE = Path(__file__).parent / "fixtures" / "semanlink"
@@ -114,6 +114,17 @@ def test_schema_is_text_only_and_answers_rerank_calls(all_test: tuple[Path, dict
     assert rerank_refusal(schema) is None
     for request in read_prepared(out).values():
         assert request["user"] == {"id": "anonymous", "features": {}} and request["history"] == []
+
+
+def test_a_request_as_a_rerank_call_keeps_only_the_document_text(all_test: tuple[Path, dict[str, Any]]) -> None:
+    from llm4pr.data.rerank import as_rerank_call
+
+    out, _ = all_test
+    request = read_requests(out / "test.jsonl")[0]
+    bare = as_rerank_call(request, "text")
+    assert bare.candidate_ids == request.candidate_ids and bare.labels == request.labels
+    assert [c.features for c in bare.candidates] == [{"text": c.features["text"]} for c in request.candidates]
+    assert (bare.query, bare.user.id, bare.user.features, bare.history) == (request.query, "anonymous", {}, [])
 
 
 def test_requests_hold_labels_texts_and_the_tag_label(all_test: tuple[Path, dict[str, Any]]) -> None:

@@ -46,7 +46,7 @@ from llm4pr.serving import app as app_module
 from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
 from llm4pr.serving.loadtest import Sample, judge, run_load, summarize
 from llm4pr.serving.loadtest import main as loadtest_main
-from llm4pr.serving.schemas import RerankBody, rerank_request
+from llm4pr.data.rerank import rerank_request
 from llm4pr.serving.settings import is_loopback_host
 from tests.tiny import make_model, tiny_model
 from tests.toy import GENRES, TOY_SCHEMA, toy_requests
@@ -620,7 +620,7 @@ def fake_text_client() -> Iterator[TestClient]:
 
 def model_relevance(ranker: LLM4PRRanker, query: str, documents: list[str]) -> list[tuple[int, float]]:
     """(index, softmax of the first-token score) best first, straight from the ranker."""
-    request = rerank_request(RerankBody(query=query, documents=documents), "direct", "passage")
+    request = rerank_request("direct", query, documents, "passage")
     [result] = ranker.rank([request], mode="first_token")
     assert result.scores is not None and not result.fallback
     exps = [math.exp(score - max(result.scores)) for score in result.scores]
@@ -904,7 +904,7 @@ def test_rerank_of_a_held_out_semanlink_query_equals_llm4pr_rank(
     from llm4pr.cli import main
     from llm4pr.data.jsonl import read_requests
     from llm4pr.data.semanlink import prepare_semanlink
-    from llm4pr.serving.schemas import ANONYMOUS_USER
+    from llm4pr.data.rerank import ANONYMOUS_USER
     from llm4pr.training.trainer import Trainer
 
     data = tmp_path / "semanlink"

@@ -22,7 +22,8 @@ from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.training.config import TrainConfig
 import llm4pr.training.trainer as trainer_module
 from llm4pr.training.trainer import Trainer, learning_rate, parameter_groups, training_seconds
-from tests.tiny import TrainConfigFactory
+from llm4pr.training.examples import ExampleFactory
+from tests.tiny import TrainConfigFactory, tiny_backbone
 from tests.toy import TOY_SCHEMA, toy_requests
 
 
@@ -147,6 +148,62 @@ def test_run_folder_refuses_another_config(tiny_train_config: TrainConfigFactory
     Trainer(tiny_train_config(adaptation={"steps": 0}, post_rank={"steps": 0}), toy_data_dir, tmp_path, progress=False)
     with pytest.raises(DataError, match="different config"):
         Trainer(tiny_train_config(seed=1), toy_data_dir, tmp_path, progress=False)
+
+
+def test_a_run_written_before_an_option_existed_resumes(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path) -> None:
+    """An option added later with a default that keeps the old behaviour is not "another config"."""
+    config = tiny_train_config(adaptation={"steps": 0}, post_rank={"steps": 0})
+    Trainer(config, toy_data_dir, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "train_config.json").read_text())
+    del saved["post_rank"]["rerank_ratio"], saved["model"]["query_similarity"]
+    (tmp_path / "train_config.json").write_text(json.dumps(saved))
+    Trainer(config, toy_data_dir, tmp_path, progress=False)  # resumes
+    saved["post_rank"]["no_such_option"] = 1
+    (tmp_path / "train_config.json").write_text(json.dumps(saved))
+    with pytest.raises(DataError, match="different config"):
+        Trainer(config, toy_data_dir, tmp_path, progress=False)
+
+
+def test_rerank_ratio_shows_text_requests_as_rerank_calls(tiny_train_config: TrainConfigFactory, tmp_path: Path, toy_data_dir: Path) -> None:
+    """With `rerank_ratio` 1 every post-rank example of a text set shows bare documents (the first
+    text feature only, as /v1 and /v2 rerank send them), labels unchanged; at 0 none does; a schema
+    that cannot take rerank calls (user features) is never changed."""
+    from llm4pr.data.semanlink import prepare_semanlink
+
+    data = tmp_path / "semanlink"
+    prepare_semanlink(Path(__file__).parent / "fixtures" / "semanlink", data, split_ratio=(0.5, 0.0, 0.5), pseudo_queries=True)
+    model = {**tiny_train_config().model.model_dump(mode="json"), "embed_ids": False, "max_history": 0}
+    factory = None
+    for ratio, expected in ((1.0, {"text"}), (0.0, {"text", "first_stage_score"})):
+        config = tiny_train_config(model=model, post_rank={"steps": 1, "batch_size": 4, "auxiliary_ratio": 0.0, "rerank_ratio": ratio})
+        trainer = Trainer(config, data, tmp_path / f"run-{ratio}", progress=False)
+        factory = factory or ExampleFactory(PromptBuilder(tiny_backbone()[1], config.model.identifiers), trainer.schema, 0, shuffle_candidates=False)
+        examples = trainer._post_rank_batch(factory, 0)
+        keys = {key for example in examples for item in example.inputs.candidates for key in item.features}
+        assert expected <= keys and (keys <= expected or ratio == 0.0), (ratio, keys)
+        assert all(example.inputs.user.id == "anonymous" and not example.inputs.history for example in examples)
+        assert all(example.candidate_labels and max(example.candidate_labels) == 1.0 for example in examples)
+    toy = tiny_train_config(post_rank={"steps": 1, "batch_size": 4, "auxiliary_ratio": 0.0, "rerank_ratio": 1.0})
+    assert Trainer(toy, toy_data_dir, tmp_path / "toy", progress=False)._rerank_feature is None  # user features: never rerank-shaped
+
+
+def test_validation_of_a_text_set_reports_rerank_calls_too(tiny_train_config: TrainConfigFactory, tmp_path: Path) -> None:
+    """A checkpoint that answers rerank calls is validated on them as well: the same requests as
+    bare documents, first_token."""
+    from llm4pr.data.rerank import as_rerank_call
+    from llm4pr.data.semanlink import prepare_semanlink
+    from llm4pr.evaluation.evaluate import evaluate_run
+
+    data = tmp_path / "semanlink"
+    prepare_semanlink(Path(__file__).parent / "fixtures" / "semanlink", data, split_ratio=(0.0, 1.0, 0.0), pseudo_queries=True)
+    model = {**tiny_train_config().model.model_dump(mode="json"), "embed_ids": False, "max_history": 0, "query_similarity": True}
+    config = tiny_train_config(model=model, adaptation={"steps": 1, "batch_size": 2}, post_rank={"steps": 1, "batch_size": 2}, max_valid_requests=None)
+    report = Trainer(config, data, tmp_path / "run", progress=False).run()
+    assert set(report) >= {"generate", "first_token", trainer_module.RERANK_REPORT}
+    valid = read_requests(data / "valid.jsonl")
+    bare = [as_rerank_call(r, "text") for r in valid]
+    expected = evaluate_run(bare, LLM4PRRanker.from_pretrained(tmp_path / "run").rank(bare, mode="first_token"), ks=config.metrics_at)
+    assert report[trainer_module.RERANK_REPORT]["metrics"] == pytest.approx(expected["metrics"])
 
 
 def test_no_adaptation_ablation_skips_the_stage(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ from llm4pr.data.converters import (
 )
 from llm4pr.data.download import fetch_source, locate
 from llm4pr.data.errors import DataError
+from llm4pr.data.rerank import ANONYMOUS_USER
 from llm4pr.data.jsonl import loads_strict
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
 
@@ -56,7 +57,6 @@ CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 # qrels file -> split, in priority order: a query judged in two files belongs to the first.
 QRELS_SPLITS = (("test.tsv", "test"), ("dev.tsv", "valid"), ("train.tsv", "train"))
-ANONYMOUS_USER = "anonymous"
 
 _RUN_ROWS = """
 SELECT r.qid, q.text, r.line, r.docid, r.score, d.title, d.text, MAX(COALESCE(g.grade, 0), 0), j.split

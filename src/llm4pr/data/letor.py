@@ -49,9 +49,9 @@ from llm4pr.data.converters import (
 )
 from llm4pr.data.download import fetch_source, locate
 from llm4pr.data.errors import DataError
+from llm4pr.data.rerank import ANONYMOUS_USER
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
 
-ANONYMOUS_USER = "anonymous"
 SPLIT_WORDS = {"train": "train", "vali": "valid", "valid": "valid", "test": "test"}
 _DOCID = re.compile(r"\bdocid\s*=\s*(\S+)")
 

@@ -69,6 +69,7 @@ from typing import Any
 from llm4pr.data.converters import InputFile, RowProblems, SPLITS, finish, write_splits
 from llm4pr.data.download import locate
 from llm4pr.data.errors import DataError
+from llm4pr.data.rerank import ANONYMOUS_USER
 from llm4pr.data.jsonl import loads_strict
 from llm4pr.data.schema import FeatureKind, FeatureSchema, FeatureSpec
 from llm4pr.io import atomic_writer
@@ -77,7 +78,6 @@ ARXIV_FILE = "arxiv.json"
 TAGS_FILE = "tags.json"
 TAG_PREFIX = "http://www.semanlink.net/tag/"
 EXCLUDED_TAGS = ("arxiv_doc",)
-ANONYMOUS_USER = "anonymous"
 DEFAULT_DEPTH = 20
 DEFAULT_SPLIT_RATIO = (0.5, 0.2, 0.3)
 BM25_K1, BM25_B = 0.9, 0.4

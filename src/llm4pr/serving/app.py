@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm4pr import __version__
 from llm4pr.data.requests import Item, PostRankRequest, RankResult, User
+from llm4pr.data.rerank import rerank_refusal, rerank_request, rerank_text_feature
 from llm4pr.inference.config import InferenceConfig
 from llm4pr.rankers.base import Mode, Ranker, ServedMode, fallback_result
 from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
@@ -54,11 +55,8 @@ from llm4pr.serving.schemas import (
     parse_post_rank,
     parse_rerank,
     post_rank_response,
-    rerank_refusal,
-    rerank_request,
     rerank_response,
     rerank_response_v2,
-    rerank_text_feature,
 )
 from llm4pr.serving.settings import ServingSettings, is_loopback_host
 
@@ -286,7 +284,7 @@ async def _rerank(
         raise ApiError(422, f"{request.url.path} {service.rerank_refusal}")
     payload = await _read_json(request, service.settings)
     body = parse_rerank(payload, body_type, service.settings, service.rerank_window)
-    ranking_request = rerank_request(body, f"rerank-{uuid.uuid4().hex}", service.text_feature)
+    ranking_request = rerank_request(f"rerank-{uuid.uuid4().hex}", body.query, body.texts(), service.text_feature)
     [answer] = await service.rank([ranking_request], mode or "first_token", started)
     return body, answer
 

@@ -18,12 +18,11 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from llm4pr.data.errors import DataError, format_validation_error
-from llm4pr.data.requests import Item, PostRankRequest, RankResult, User
-from llm4pr.data.schema import FeatureKind, FeatureSchema
+from llm4pr.data.requests import PostRankRequest, RankResult
+from llm4pr.data.schema import FeatureSchema
 from llm4pr.serving.settings import ServingSettings
 
 FallbackReason = Literal["deadline", "model_error", "unavailable"]
-ANONYMOUS_USER = "anonymous"
 RerankBodyT = TypeVar("RerankBodyT", bound="_RerankBodyBase")
 _WORD = re.compile(r"\S+")
 
@@ -202,40 +201,6 @@ def parse_rerank(payload: Any, body_type: type[RerankBodyT], settings: ServingSe
         return body_type.model_validate(payload)
     except ValidationError as exc:
         raise ApiError(422, f"body: {format_validation_error(exc)}") from exc
-
-
-def rerank_text_feature(schema: FeatureSchema) -> str | None:
-    """The item feature that carries a document's text: the schema's first item `text` feature."""
-    return next((spec.name for spec in schema.for_owner("item") if spec.kind is FeatureKind.text), None)
-
-
-def rerank_refusal(schema: FeatureSchema) -> str | None:
-    """Why a checkpoint cannot rank bare text documents, or None when it can.
-
-    A rerank call carries a query and texts only. A schema with user features was trained on
-    requests that describe the user (MovieLens: age, gender, ...); its order for a featureless
-    user is not a relevance ranking, so such a checkpoint refuses rerank calls instead of
-    answering nonsense. Other item features (e.g. a first-stage score) are simply absent.
-    """
-    if rerank_text_feature(schema) is None:
-        return "needs an item feature of kind 'text' for the documents; this checkpoint's schema has none: use /v1/post-rank"
-    user_features = [spec.name for spec in schema.for_owner("user")]
-    if user_features:
-        return (
-            f"cannot rank bare text documents with this checkpoint: its schema has user features ({', '.join(user_features)}), "
-            "so it ranks for a described user and a rerank call has none; use /v1/post-rank with the user's features"
-        )
-    return None
-
-
-def rerank_request(body: _RerankBodyBase, request_id: str, text_feature: str) -> PostRankRequest:
-    """Documents become candidates (id = their index) with one text feature; the user is anonymous."""
-    return PostRankRequest(
-        request_id=request_id,
-        query=body.query,
-        user=User(id=ANONYMOUS_USER),
-        candidates=[Item(id=str(index), features={text_feature: text}) for index, text in enumerate(body.texts())],
-    )
 
 
 def post_rank_response(result: RankResult, mode: str, reason: FallbackReason | None, latency_ms: float) -> PostRankResponse:

@@ -40,6 +40,14 @@ class PostRankStageConfig(StageConfig):
         default=True, description="order tied candidates at random in the main-task answer (false: in shown order; docs/decisions.md)"
     )
     listwise_loss_weight: float = Field(default=1.0, ge=0, description="ListNet term on the first answer position")
+    rerank_ratio: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of post-rank examples shown as a rerank call shows them (each candidate with the schema's "
+        "first text feature only, an anonymous user; data/rerank.py): a checkpoint that serves /v1 and /v2 rerank "
+        "must rank bare documents too (docs/decisions.md)",
+    )
     prior_learning_rate: float | None = Field(
         default=None,
         gt=0,

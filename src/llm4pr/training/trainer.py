@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest
+from llm4pr.data.rerank import as_rerank_call, rerank_refusal, rerank_text_feature
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.features.encoders import FeatureStats
@@ -167,6 +168,9 @@ def batch_loss(
     return loss
 
 
+RERANK_REPORT = "rerank call (first_token)"  # valid_report.json: the validation split as bare documents
+
+
 class Trainer:
     def __init__(
         self,
@@ -191,6 +195,8 @@ class Trainer:
         if not self.train_requests:
             raise DataError(f"{self.data_dir / 'train.jsonl'}: no training requests")
         self.stats = FeatureStats.fit(self.schema, self.train_requests, embed_ids=config.model.embed_ids)
+        # rerank-shaped examples need a document text feature; a schema that cannot take rerank calls gets none
+        self._rerank_feature = rerank_text_feature(self.schema) if rerank_refusal(self.schema) is None else None
         self.train_requests = subsample(self.train_requests, config.max_train_requests, config.seed)
         config.check_processes(self.accelerator.num_processes)
         self._check_run_dir()
@@ -200,7 +206,7 @@ class Trainer:
         current = self.config.model_dump(mode="json")
         if saved.is_file():
             previous = json.loads(saved.read_text(encoding="utf-8"))
-            if previous != current:
+            if _with_defaults(previous) != current:
                 raise DataError(
                     f"{self.run_dir}: holds a run with a different config; use a new --out folder or delete it"
                 )
@@ -364,6 +370,8 @@ class Trainer:
         rng = random.Random(f"{self.config.seed}:post_rank:{step}")
         examples = []
         for request in self._epoch_slice("post_rank", step, self.config.post_rank.batch_size):
+            if self.config.post_rank.rerank_ratio and self._rerank_feature and rng.random() < self.config.post_rank.rerank_ratio:
+                request = as_rerank_call(request, self._rerank_feature)
             example = None
             if len(request.candidates) > 1 and rng.random() < self.config.post_rank.auxiliary_ratio:
                 example = factory.auxiliary(request, rng)
@@ -390,6 +398,9 @@ class Trainer:
             scored = evaluate_run(requests, run, ks=self.config.metrics_at)
             echo = sum(r.ranking == q.candidate_ids for r, q in zip(run, requests)) / len(requests)
             report[mode] = {"metrics": scored["metrics"], "input_order_rate": echo}
+        if self._rerank_feature is not None:  # what /v1 and /v2 rerank would answer: bare documents
+            bare = [as_rerank_call(request, self._rerank_feature) for request in requests]
+            report[RERANK_REPORT] = {"metrics": evaluate_run(bare, ranker.rank(bare, mode="first_token"), ks=self.config.metrics_at)["metrics"]}
         write_json(self.run_dir / "valid_report.json", report)
         return report
 
@@ -399,3 +410,12 @@ def training_seconds(run_dir: str | Path) -> float | None:
     run folder has no record (written before timing.json existed)."""
     path = Path(run_dir) / TIMING_FILE
     return round(sum(json.loads(path.read_text(encoding="utf-8")).values()), 3) if path.is_file() else None
+
+
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config with the options added since filled in with their defaults (which keep
+    the behaviour it was trained with), so that a run written before an option existed resumes."""
+    try:
+        return TrainConfig.model_validate(saved).model_dump(mode="json")
+    except ValueError:  # an option that no longer exists, or a value no longer valid: a different config
+        return saved

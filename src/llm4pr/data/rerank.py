@@ -1,0 +1,60 @@
+"""What a rerank call is, in the terms of the data contract: the one definition that serving
+(`/v1/rerank`, `/v2/rerank`), training (`post_rank.rerank_ratio`) and validation share.
+
+A rerank call carries a query and document texts, nothing else: each document becomes a
+candidate whose only feature is the schema's first item text feature, and the searcher is an
+anonymous user without features or history. A text re-ranking set prepared with more (a
+first-stage score, a title) trains a model that leans on them; shown bare documents, it ranks
+worse than the first stage (docs/decisions.md). Training on a share of requests in this form,
+and validating on it, is what makes one checkpoint answer both.
+"""
+
+from __future__ import annotations
+
+from llm4pr.data.requests import Item, PostRankRequest, User
+from llm4pr.data.schema import FeatureKind, FeatureSchema
+
+ANONYMOUS_USER = "anonymous"  # the searcher of a text re-ranking request: known by the query alone
+
+
+def rerank_text_feature(schema: FeatureSchema) -> str | None:
+    """The item feature that carries a document's text: the schema's first item `text` feature."""
+    return next((spec.name for spec in schema.for_owner("item") if spec.kind is FeatureKind.text), None)
+
+
+def rerank_refusal(schema: FeatureSchema) -> str | None:
+    """Why a checkpoint cannot rank bare text documents, or None when it can.
+
+    A schema with user features was trained on requests that describe the user (MovieLens: age,
+    gender, ...); its order for a featureless user is not a relevance ranking, so such a
+    checkpoint refuses rerank calls instead of answering nonsense. Other item features (e.g. a
+    first-stage score) are simply absent.
+    """
+    if rerank_text_feature(schema) is None:
+        return "needs an item feature of kind 'text' for the documents; this checkpoint's schema has none: use /v1/post-rank"
+    user_features = [spec.name for spec in schema.for_owner("user")]
+    if user_features:
+        return (
+            f"cannot rank bare text documents with this checkpoint: its schema has user features ({', '.join(user_features)}), "
+            "so it ranks for a described user and a rerank call has none; use /v1/post-rank with the user's features"
+        )
+    return None
+
+
+def rerank_request(request_id: str, query: str, documents: list[str], text_feature: str) -> PostRankRequest:
+    """Documents as a rerank call sends them: candidates numbered by position, one text feature each."""
+    return PostRankRequest(
+        request_id=request_id,
+        query=query,
+        user=User(id=ANONYMOUS_USER),
+        candidates=[Item(id=str(index), features={text_feature: text}) for index, text in enumerate(documents)],
+    )
+
+
+def as_rerank_call(request: PostRankRequest, text_feature: str) -> PostRankRequest:
+    """A labelled request as a rerank call would show it: the same query and candidates (ids and
+    labels kept), each candidate with `text_feature` only, an anonymous user, no history."""
+    candidates = [
+        Item(id=item.id, features={text_feature: item.features.get(text_feature)}, label=item.label) for item in request.candidates
+    ]
+    return PostRankRequest(request_id=request.request_id, query=request.query, user=User(id=ANONYMOUS_USER), candidates=candidates)
