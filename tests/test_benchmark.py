@@ -271,6 +271,7 @@ def test_the_semanlink_benchmark_and_its_recipe_validate(monkeypatch: pytest.Mon
     assert len(recipe.model.identifiers) >= 20  # the BM25 depth: a request fits one window
     assert not recipe.model.embed_ids  # rerank calls send documents the model never saw, by position
     assert recipe.max_train_requests is None and recipe.post_rank.random_ties
+    assert recipe.model.query_similarity and recipe.post_rank.rerank_ratio > 0  # the checkpoint also answers bare rerank calls
 
 
 @pytest.mark.parametrize("name", ["ml100k", "semanlink"])
