@@ -225,6 +225,36 @@ def test_a_prepared_data_folder_is_benchmarked_as_it_is(tmp_path: Path) -> None:
         Benchmark(BenchmarkConfig.model_validate(config), tmp_path / "again", progress=False).run()
 
 
+def test_a_rerank_calls_row_ranks_the_test_requests_as_bare_documents(tmp_path: Path) -> None:
+    """`rerank_calls: true` sends each test candidate with its text only: a bi-encoder reading the
+    titles then has nothing to read (the shown order is kept), the one reading the abstracts ranks
+    as before; data that cannot be sent as rerank calls (user features) is an error naming the row."""
+    from llm4pr.data.semanlink import prepare_semanlink
+
+    data = tmp_path / "semanlink"
+    prepare_semanlink(Path(__file__).parent / "fixtures" / "semanlink", data, split_ratio=(0.0, 0.0, 1.0))
+    by_title = {"baseline": "bi_encoder", "params": {"text_encoder": "hashing", "feature": "title"}}
+    by_text = {"baseline": "bi_encoder", "params": {"text_encoder": "hashing"}}
+    rows = [
+        {"name": "order", "baseline": "initial"},
+        {"name": "title", **by_title},
+        {"name": "title (rerank calls)", **by_title, "rerank_calls": True},
+        {"name": "abstract", **by_text},
+        {"name": "abstract (rerank calls)", **by_text, "rerank_calls": True},
+    ]
+    config = {"data": str(data), "seeds": [0], "protocols": ["input"], "metrics_at": [10], "rows": rows}
+    out = tmp_path / "out"
+    results = {row["row"]: row["mean"] for row in Benchmark(BenchmarkConfig.model_validate(config), out, progress=False).run()["rows"]}
+    assert results["title (rerank calls)"] == results["order"] != results["title"]
+    assert results["abstract (rerank calls)"] == results["abstract"]
+    assert json.loads((out / "rows" / "input" / "title-rerank-calls" / "seed0.json").read_text())["rerank_calls"] is True
+
+    toy = write_toy_data(tmp_path / "toy", n_train=10, n_valid=2, n_test=4)
+    bad = {**config, "data": str(toy), "rows": [{"name": "order as rerank calls", "baseline": "initial", "rerank_calls": True}]}
+    with pytest.raises(DataError, match="row 'order as rerank calls': rerank_calls: .*user features"):
+        Benchmark(BenchmarkConfig.model_validate(bad), tmp_path / "out-toy", progress=False).run()
+
+
 def test_metrics_at_decides_the_cutoffs_evaluated_and_tabled(tmp_path: Path) -> None:
     from llm4pr.baselines import RankingStageOrderRanker
     from llm4pr.data.jsonl import read_requests

@@ -34,6 +34,7 @@ from llm4pr.data.config_files import deep_merge, load_yaml_model
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
+from llm4pr.data.rerank import as_rerank_call, rerank_refusal, rerank_text_feature
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.evaluation.metrics import Cutoffs
@@ -60,6 +61,11 @@ class RowConfig(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the training config")
     mode: ServedMode = Field(default="generate", description="an LLM row's inference mode (a baseline has one ranking)")
     signals: bool = Field(default=False, description="consume the ranking-stage score and embeddings as features")
+    rerank_calls: bool = Field(
+        default=False,
+        description="rank the test requests as a rerank call sends them (each candidate's text only, data/rerank.py): "
+        "what /v1 and /v2 rerank answer; training is unchanged (an LLM row shares its run with the same recipe's rows)",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> "RowConfig":
@@ -226,6 +232,8 @@ class Benchmark:
         train = read_requests(data_dir / "train.jsonl", schema)
         valid = read_requests(data_dir / "valid.jsonl", schema)
         test = read_requests(data_dir / "test.jsonl", schema)
+        if row.rerank_calls:
+            test = _as_rerank_calls(test, schema, row.name)
         started = time.perf_counter()
         ranker = self._ranker(protocol, row, seed, data_dir).fit(train, schema, valid, seed)
         train_s = time.perf_counter() - started
@@ -241,6 +249,7 @@ class Benchmark:
             "protocol": protocol,
             "seed": seed,
             "signals": row.signals,
+            **({"rerank_calls": True} if row.rerank_calls else {}),
             "metrics": report["metrics"],
             "n_test": len(test),
             "n_train": len(train),
@@ -334,6 +343,13 @@ def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]], metri
         if values:
             summary[key] = round(statistics.fmean(values), 2)
     return summary
+
+
+def _as_rerank_calls(requests: list[PostRankRequest], schema: FeatureSchema, row: str) -> list[PostRankRequest]:
+    refusal, feature = rerank_refusal(schema), rerank_text_feature(schema)
+    if refusal is not None or feature is None:
+        raise DataError(f"row '{row}': rerank_calls: this data cannot be sent as rerank calls: {refusal}")
+    return [as_rerank_call(request, feature) for request in requests]
 
 
 def results_markdown(results: dict[str, Any]) -> str:
