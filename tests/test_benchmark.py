@@ -292,7 +292,9 @@ def test_the_semanlink_benchmark_and_its_recipe_validate(monkeypatch: pytest.Mon
     bench = Benchmark(config, Path("unused"), progress=False)
     rows = {row.name: row for row in config.rows}
     trained = {name: bench._training_config(row, 0, "input") for name, row in rows.items() if row.llm4pr}  # every LLM row validates
-    assert set(trained) == {"zero-shot LLM", "PTPR", "LLM4PR", "LLM4PR (first_token)"}
+    assert set(trained) == {"zero-shot LLM", "PTPR", "LLM4PR", "LLM4PR (first_token)", "LLM4PR (first_token, rerank calls)"}
+    served = rows["LLM4PR (first_token, rerank calls)"]
+    assert served.rerank_calls and served.mode == "first_token" and trained[served.name] == trained["LLM4PR"]  # one run, ranked bare
     assert not trained["zero-shot LLM"].trains and trained["zero-shot LLM"].model.prompt_style == "text"
     assert trained["PTPR"].model.prompt_style == "text" and trained["PTPR"].post_rank.steps > 0
     assert trained["LLM4PR"] == trained["LLM4PR (first_token)"] and rows["LLM4PR (first_token)"].mode == "first_token"
