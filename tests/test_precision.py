@@ -44,6 +44,7 @@ def test_auto_picks_bfloat16_only_where_the_cpu_multiplies_it(monkeypatch: pytes
     assert resolve_dtype("auto", "cpu") == expected
     assert resolve_dtype("float32", "cpu") == "float32" and resolve_dtype("bfloat16", "cpu") == "bfloat16"
     assert attention_implementation(resolve_dtype("auto", "cpu"), "cpu") == ("eager" if expected == "bfloat16" else "sdpa")
+    assert attention_implementation(resolve_dtype("auto", "cpu"), "cpu", "text") == "sdpa"  # long all-text prompts: memory linear in T
 
 
 def test_unknown_dtype_is_an_error_naming_the_choices() -> None:

@@ -33,7 +33,7 @@ def build_model(
     """A fresh model: the backbone frozen, encoders and adapters newly initialised."""
     if backbone is None or tokenizer is None:
         dtype = resolve_dtype(config.dtype, device)
-        attention = attention_implementation(dtype, device)
+        attention = attention_implementation(dtype, device, config.prompt_style)
         logger.info("backbone %s in %s with %s attention (model.dtype: %s)", config.backbone, dtype, attention, config.dtype)
         backbone, tokenizer = load_backbone(config.backbone, dtype=dtype, attention=attention)
     if config.backbone_layers is not None:

@@ -39,11 +39,15 @@ def resolve_dtype(dtype: str, device: str | torch.device = "cpu") -> ConcreteDty
     return "float32"
 
 
-def attention_implementation(dtype: ConcreteDtype, device: str | torch.device = "cpu") -> str:
-    """The backbone's attention kernel: "eager" for bfloat16 on a CPU, "sdpa" elsewhere.
+def attention_implementation(dtype: ConcreteDtype, device: str | torch.device = "cpu", prompt_style: str = "soft") -> str:
+    """The backbone's attention kernel: "eager" for bfloat16 soft prompts on a CPU, "sdpa" elsewhere.
 
     Why: PyTorch's CPU flash attention runs bfloat16 about three times slower than float32
     (measured on the default backbone, docs/decisions.md), while the plain matrix-product
-    attention gets the bfloat16 speed-up; at post-ranking's prompt lengths (tens to a few hundred
-    tokens) the eager form's [T, T] scores are small."""
-    return "eager" if dtype == "bfloat16" and torch.device(device).type == "cpu" else "sdpa"
+    attention gets the bfloat16 speed-up; at soft-prompt lengths (tens to a few hundred tokens)
+    the eager form's [T, T] scores are small. All-text prompts (PTPR, the zero-shot LLM) run to
+    a thousand tokens and more, and eager attention keeps every layer's [T, T] probabilities for
+    the backward pass: a PTPR run on Semanlink (~1,100 tokens, batch 8) was killed at 24 GB.
+    Flash attention's memory grows with T, not T^2, so text prompts take it."""
+    cpu_bf16 = dtype == "bfloat16" and torch.device(device).type == "cpu"
+    return "eager" if cpu_bf16 and prompt_style == "soft" else "sdpa"
