@@ -30,6 +30,8 @@ from torch import nn
 from llm4pr.data.requests import Item
 
 EPSILON = 1e-6
+# ([n, t] cosines of each slot's query with its t text features, [n, t] presence), or None
+Similarity = tuple[torch.Tensor, torch.Tensor] | None
 RELATIVE_CLIP = 3.0
 
 
@@ -61,13 +63,7 @@ class RequestContext(nn.Module):
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
 
-    def features(
-        self,
-        items: Sequence[Item],
-        groups: Sequence[tuple[int, str]],
-        numeric: torch.Tensor | None,
-        similarity: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def features(self, items: Sequence[Item], groups: Sequence[tuple[int, str]], numeric: torch.Tensor | None, similarity: Similarity = None) -> torch.Tensor:
         """[n, input_dim] for n item slots; `groups[i]` is (prompt, source) of slot i, `numeric` the
         item encoder's [n, 2k] (z-score, missing flag) pairs, `similarity` the [n, t] cosines
         between each slot's query and its t text features with their [n, t] presence (0: missing)."""
@@ -93,13 +89,7 @@ class RequestContext(nn.Module):
             parts.extend((cosine * present, relative, 1.0 - present))
         return torch.cat(parts, dim=-1)
 
-    def forward(
-        self,
-        items: Sequence[Item],
-        groups: Sequence[tuple[int, str]],
-        numeric: torch.Tensor | None,
-        similarity: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def forward(self, items: Sequence[Item], groups: Sequence[tuple[int, str]], numeric: torch.Tensor | None, similarity: Similarity = None) -> torch.Tensor:
         return self.project(self.features(items, groups, numeric, similarity))
 
 
