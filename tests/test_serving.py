@@ -662,6 +662,32 @@ def test_rerank_v2_max_tokens_per_doc_keeps_the_first_words() -> None:
     assert [c.features["passage"] for c in seen[-1].candidates] == ["one  two", "short", " lead space"]
 
 
+def test_v1_document_objects_carry_other_item_features(text_ranker: LLM4PRRanker) -> None:
+    """A v1 document object may add item features of the checkpoint (here the first-stage score
+    `bm25`): they reach the model as those features, in canonical types, and the ranking is the
+    one /v1/post-rank gives the same candidates; objects are echoed by return_documents."""
+    ranker = FakeRanker(schema=TEXT_SCHEMA)
+    seen: list[PostRankRequest] = []
+    original = ranker.rank
+    ranker.rank = lambda requests, mode=None: (seen.extend(requests), original(requests, mode))[1]  # type: ignore[method-assign]
+    documents = [{"text": "alpha", "bm25": 3}, "beta", {"text": "gamma", "bm25": None}]
+    with serving(ranker) as client:
+        answer = client.post("/v1/rerank", json={"query": "q", "documents": documents, "return_documents": True})
+        assert answer.status_code == 200, answer.text
+    assert [c.features for c in seen[-1].candidates] == [{"passage": "alpha", "bm25": 3.0}, {"passage": "beta"}, {"passage": "gamma", "bm25": None}]
+    assert isinstance(seen[-1].candidates[0].features["bm25"], float)
+    echoed = {r["index"]: r["document"] for r in answer.json()["results"]}
+    assert echoed == {0: {"text": "alpha", "bm25": 3}, 1: {"text": "beta"}, 2: {"text": "gamma", "bm25": None}}
+
+    documents = [{"text": d, "bm25": float(len(d))} for d in DOCUMENTS]
+    with serving(text_ranker) as client:
+        reranked = client.post("/v1/rerank", json={"query": "films", "documents": documents}).json()
+        request = {"request_id": "r", "query": "films", "user": {"id": "anonymous"},
+                   "candidates": [{"id": str(i), "features": {"passage": d["text"], "bm25": d["bm25"]}} for i, d in enumerate(documents)]}
+        ranked = client.post("/v1/post-rank", params={"mode": "first_token"}, json=request).json()
+    assert [str(r["index"]) for r in reranked["results"]] == ranked["ranking"]
+
+
 def test_rerank_scores_are_the_models_and_order_the_results(text_ranker: LLM4PRRanker) -> None:
     with serving(text_ranker, mode="generate") as client:  # the server default does not apply to rerank
         answer = client.post("/v2/rerank", json={"model": "llm4pr", "query": "films", "documents": DOCUMENTS}).json()
@@ -710,6 +736,10 @@ BAD_RERANK = [
     ({"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n: Input should be greater than 0"),
     ({"query": "q", "documents": [3]}, 422, "documents.0"),
     ({"query": "q", "documents": [{"txt": "a"}]}, 422, "documents.0"),
+    ({"query": "q", "documents": ["a", {"text": "b", "year": 1}]}, 422,
+     "documents[1].year: not an item feature of the served checkpoint (a document object takes 'text' and: bm25)"),
+    ({"query": "q", "documents": [{"text": "b", "passage": "c"}]}, 422, "documents[0].passage: not an item feature"),
+    ({"query": "q", "documents": [{"text": "b", "bm25": "high"}]}, 422, "documents[0].bm25: "),
     ({"query": "q", "documents": ["a"], "rank_fields": ["x"]}, 422, "rank_fields: Extra inputs are not permitted"),
     ({"query": "q", "documents": ["a"] * 31}, 413, "documents: 31 exceed the limit of 30"),
     ({"query": "q", "documents": ["a", "z" * 201]}, 422, "documents.1: string of 201 characters"),

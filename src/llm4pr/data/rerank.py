@@ -11,6 +11,9 @@ and validating on it, is what makes one checkpoint answer both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from llm4pr.data.requests import Item, PostRankRequest, User
 from llm4pr.data.schema import FeatureKind, FeatureSchema
 
@@ -41,14 +44,14 @@ def rerank_refusal(schema: FeatureSchema) -> str | None:
     return None
 
 
-def rerank_request(request_id: str, query: str, documents: list[str], text_feature: str) -> PostRankRequest:
-    """Documents as a rerank call sends them: candidates numbered by position, one text feature each."""
-    return PostRankRequest(
-        request_id=request_id,
-        query=query,
-        user=User(id=ANONYMOUS_USER),
-        candidates=[Item(id=str(index), features={text_feature: text}) for index, text in enumerate(documents)],
-    )
+def rerank_request(
+    request_id: str, query: str, documents: Sequence[str], text_feature: str, features: Sequence[dict[str, Any]] | None = None
+) -> PostRankRequest:
+    """Documents as a rerank call sends them: candidates numbered by position, each with its text
+    and, where the call gives them (v1 document objects), other item features."""
+    extra = features if features is not None else [{} for _ in documents]
+    candidates = [Item(id=str(index), features={**more, text_feature: text}) for index, (text, more) in enumerate(zip(documents, extra, strict=True))]
+    return PostRankRequest(request_id=request_id, query=query, user=User(id=ANONYMOUS_USER), candidates=candidates)
 
 
 def as_rerank_call(request: PostRankRequest, text_feature: str) -> PostRankRequest:

@@ -50,6 +50,7 @@ from llm4pr.serving.schemas import (
     RerankBodyV2,
     RerankResponse,
     RerankResponseV2,
+    checked_document_features,
     error_body,
     inline_json_schema,
     parse_post_rank,
@@ -284,7 +285,8 @@ async def _rerank(
         raise ApiError(422, f"{request.url.path} {service.rerank_refusal}")
     payload = await _read_json(request, service.settings)
     body = parse_rerank(payload, body_type, service.settings, service.rerank_window)
-    ranking_request = rerank_request(f"rerank-{uuid.uuid4().hex}", body.query, body.texts(), service.text_feature)
+    features = checked_document_features(body, service.schema, service.text_feature)
+    ranking_request = rerank_request(f"rerank-{uuid.uuid4().hex}", body.query, body.texts(), service.text_feature, features)
     [answer] = await service.rank([ranking_request], mode or "first_token", started)
     return body, answer
 

@@ -64,9 +64,16 @@ class PostRankResponse(BaseModel):
 
 
 class RerankDocument(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    """A v1 document object: `text`, and optionally other item features of the served checkpoint
+    (a first-stage score, a title...), passed to the model as those features (docs/serving.md)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     text: str
+
+    @property
+    def features(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class _RerankBodyBase(BaseModel):
@@ -81,6 +88,10 @@ class _RerankBodyBase(BaseModel):
     def texts(self) -> list[str]:
         raise NotImplementedError
 
+    def document_features(self) -> list[dict[str, Any]]:
+        """Per document, the item features it carries besides its text (none for a string)."""
+        return [{} for _ in self.texts()]
+
 
 class RerankBody(_RerankBodyBase):
     """Cohere v1 (and Jina) rerank request: documents as strings or `{"text": ...}` objects."""
@@ -91,6 +102,9 @@ class RerankBody(_RerankBodyBase):
 
     def texts(self) -> list[str]:
         return [doc if isinstance(doc, str) else doc.text for doc in self.documents]
+
+    def document_features(self) -> list[dict[str, Any]]:
+        return [{} if isinstance(doc, str) else doc.features for doc in self.documents]
 
 
 class RerankBodyV2(_RerankBodyBase):
@@ -217,14 +231,34 @@ def post_rank_response(result: RankResult, mode: str, reason: FallbackReason | N
     )
 
 
+def checked_document_features(body: _RerankBodyBase, schema: FeatureSchema, text_feature: str) -> list[dict[str, Any]]:
+    """Per document, its item features besides the text, in the schema's canonical types; 422 for a
+    key that is not an item feature of the checkpoint or a value of the wrong kind, naming the
+    document and the key."""
+    takes = [spec.name for spec in schema.for_owner("item") if spec.name != text_feature]
+    checked: list[dict[str, Any]] = []
+    for index, features in enumerate(body.document_features()):
+        checked.append({})
+        for name, value in features.items():
+            spec = schema.spec("item", name)
+            if spec is None or name == text_feature:
+                raise ApiError(
+                    422,
+                    f"body: documents[{index}].{name}: not an item feature of the served checkpoint "
+                    f"(a document object takes 'text' and: {', '.join(takes) or 'nothing else'})",
+                )
+            try:
+                checked[-1][name] = None if value is None else spec.check_value(value)
+            except ValueError as exc:
+                raise ApiError(422, f"body: documents[{index}].{name}: {exc}") from exc
+    return checked
+
+
 def rerank_response(body: RerankBody, answer: PostRankResponse, model_name: str) -> RerankResponse:
     """The v1 answer: the best `top_n` documents, with their text when `return_documents`."""
     ranked, meta = _ranked_documents(answer, body.top_n, api_version="1")
-    texts = body.texts() if body.return_documents else None
-    results = [
-        RerankResult(index=index, relevance_score=score, document=RerankDocument(text=texts[index]) if texts else None)
-        for index, score in ranked
-    ]
+    sent = [RerankDocument(text=doc) if isinstance(doc, str) else doc for doc in body.documents] if body.return_documents else None
+    results = [RerankResult(index=index, relevance_score=score, document=sent[index] if sent else None) for index, score in ranked]
     return RerankResponse(id=answer.request_id, model=model_name, results=results, meta=meta)
 
 
