@@ -48,6 +48,11 @@ class PostRankStageConfig(StageConfig):
         "first text feature only, an anonymous user; data/rerank.py): a checkpoint that serves /v1 and /v2 rerank "
         "must rank bare documents too (docs/decisions.md)",
     )
+    rerank_given_order: bool = Field(
+        default=False,
+        description="show rerank-shaped examples in the order their candidates came in, not shuffled: a rerank call's "
+        "documents arrive in the first stage's order, which a position prior (model.position_prior) can then learn",
+    )
     prior_learning_rate: float | None = Field(
         default=None,
         gt=0,

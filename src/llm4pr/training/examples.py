@@ -64,21 +64,21 @@ class ExampleFactory:
         self.shuffle_candidates = shuffle_candidates
         self.random_ties = random_ties
 
-    def _shown(self, request: PostRankRequest, rng: random.Random) -> tuple[list[int], list[float]]:
+    def _shown(self, request: PostRankRequest, rng: random.Random, shuffle: bool | None = None) -> tuple[list[int], list[float]]:
         """The positions of the candidates shown (the first the identifiers can label, shuffled
-        with `shuffle_candidates`), and their labels in that order."""
+        with `shuffle_candidates` unless `shuffle` says otherwise), and their labels in that order."""
         order = list(range(min(len(request.candidates), self.prompter.builder.max_candidates)))
-        if self.shuffle_candidates:
+        if self.shuffle_candidates if shuffle is None else shuffle:
             rng.shuffle(order)
         return order, [float(request.candidates[p].label) for p in order]  # type: ignore[arg-type]
 
-    def main(self, request: PostRankRequest, rng: random.Random) -> Example:
-        order, labels = self._shown(request, rng)
+    def main(self, request: PostRankRequest, rng: random.Random, shuffle: bool | None = None) -> Example:
+        order, labels = self._shown(request, rng, shuffle)
         prompt, inputs = self.prompter.main_task(request, order, ideal_order(labels, rng if self.random_ties else None))
         return Example("main", prompt, inputs, candidate_labels=labels)
 
-    def auxiliary(self, request: PostRankRequest, rng: random.Random) -> Example | None:
-        order, labels = self._shown(request, rng)
+    def auxiliary(self, request: PostRankRequest, rng: random.Random, shuffle: bool | None = None) -> Example | None:
+        order, labels = self._shown(request, rng, shuffle)
         n = len(order)
         for _ in range(AUXILIARY_DRAWS):
             one, two = rng.sample(range(n), n), rng.sample(range(n), n)

@@ -370,12 +370,14 @@ class Trainer:
         rng = random.Random(f"{self.config.seed}:post_rank:{step}")
         examples = []
         for request in self._epoch_slice("post_rank", step, self.config.post_rank.batch_size):
+            shuffle = None  # the stage's setting
             if self.config.post_rank.rerank_ratio and self._rerank_feature and rng.random() < self.config.post_rank.rerank_ratio:
                 request = as_rerank_call(request, self._rerank_feature)
+                shuffle = False if self.config.post_rank.rerank_given_order else None
             example = None
             if len(request.candidates) > 1 and rng.random() < self.config.post_rank.auxiliary_ratio:
-                example = factory.auxiliary(request, rng)
-            examples.append(example or factory.main(request, rng))
+                example = factory.auxiliary(request, rng, shuffle)
+            examples.append(example or factory.main(request, rng, shuffle))
         return examples
 
     # -- validation --------------------------------------------------------------------------------
