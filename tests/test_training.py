@@ -187,6 +187,26 @@ def test_rerank_ratio_shows_text_requests_as_rerank_calls(tiny_train_config: Tra
     assert Trainer(toy, toy_data_dir, tmp_path / "toy", progress=False)._rerank_feature is None  # user features: never rerank-shaped
 
 
+def test_rerank_given_order_keeps_the_first_stage_order_of_bare_examples(tiny_train_config: TrainConfigFactory, tmp_path: Path) -> None:
+    """Candidates are shuffled in training, except rerank-shaped examples under
+    `rerank_given_order`: a rerank call's documents arrive in the first stage's order."""
+    from llm4pr.data.semanlink import prepare_semanlink
+
+    data = tmp_path / "semanlink"
+    prepare_semanlink(Path(__file__).parent / "fixtures" / "semanlink", data, split_ratio=(1.0, 0.0, 0.0), pseudo_queries=True)
+    model = {**tiny_train_config().model.model_dump(mode="json"), "embed_ids": False, "max_history": 0}
+    by_id = {r.request_id: r for r in read_requests(data / "train.jsonl")}
+    for given_order in (True, False):
+        stage = {"steps": 1, "batch_size": 8, "auxiliary_ratio": 0.0, "rerank_ratio": 1.0, "rerank_given_order": given_order}
+        trainer = Trainer(tiny_train_config(model=model, post_rank=stage), data, tmp_path / f"run-{given_order}", progress=False)
+        factory = ExampleFactory(PromptBuilder(tiny_backbone()[1], model["identifiers"]), trainer.schema, 0, shuffle_candidates=True)
+        examples = [e for e in trainer._post_rank_batch(factory, 0) if len(e.inputs.candidates) > 2]
+        assert examples
+        requests = [r for e in examples for r in by_id.values() if r.query == e.inputs.query]
+        kept = [[c.id for c in e.inputs.candidates] == r.candidate_ids[: len(e.inputs.candidates)] for e, r in zip(examples, requests, strict=True)]
+        assert all(kept) if given_order else not all(kept)
+
+
 def test_validation_of_a_text_set_reports_rerank_calls_too(tiny_train_config: TrainConfigFactory, tmp_path: Path) -> None:
     """A checkpoint that answers rerank calls is validated on them as well: the same requests as
     bare documents, first_token."""
