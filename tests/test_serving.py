@@ -669,7 +669,7 @@ def test_v1_document_objects_carry_other_item_features(text_ranker: LLM4PRRanker
     ranker = FakeRanker(schema=TEXT_SCHEMA)
     seen: list[PostRankRequest] = []
     original = ranker.rank
-    ranker.rank = lambda requests, mode=None: (seen.extend(requests), original(requests, mode))[1]  # type: ignore[method-assign]
+    ranker.rank = lambda requests, mode=None: (seen.extend(requests), original(requests, mode=mode))[1]  # type: ignore[method-assign]
     documents = [{"text": "alpha", "bm25": 3}, "beta", {"text": "gamma", "bm25": None}]
     with serving(ranker) as client:
         answer = client.post("/v1/rerank", json={"query": "q", "documents": documents, "return_documents": True})
@@ -677,7 +677,8 @@ def test_v1_document_objects_carry_other_item_features(text_ranker: LLM4PRRanker
     assert [c.features for c in seen[-1].candidates] == [{"passage": "alpha", "bm25": 3.0}, {"passage": "beta"}, {"passage": "gamma", "bm25": None}]
     assert isinstance(seen[-1].candidates[0].features["bm25"], float)
     echoed = {r["index"]: r["document"] for r in answer.json()["results"]}
-    assert echoed == {0: {"text": "alpha", "bm25": 3}, 1: {"text": "beta"}, 2: {"text": "gamma", "bm25": None}}
+    assert echoed == {0: {"text": "alpha", "bm25": 3}, 1: {"text": "beta"}, 2: {"text": "gamma"}}  # nulls are left out, as everywhere
+    assert answer.json()["meta"]["fallback"] is False
 
     documents = [{"text": d, "bm25": float(len(d))} for d in DOCUMENTS]
     with serving(text_ranker) as client:
