@@ -140,7 +140,11 @@ class LLM4PRModel(nn.Module):
         soft = nn.functional.layer_norm(soft, soft.shape[-1:]) * self.soft_token_scale
         if items and self.request_context is not None:
             numeric = item_fields[-1] if self.item_encoder.numeric_names else None
-            similarity = _query_similarity(item_queries, [item_fields[i] for i in self.item_encoder.text_fields])
+            similarity = (
+                _query_similarity(item_queries, [item_fields[i] for i in self.item_encoder.text_fields])
+                if self.request_context.query_similarity
+                else None  # not an input of this model: no cosines on every forward pass
+            )
             context = self.request_context(items, item_groups, numeric, similarity)
             soft = soft.index_add(0, torch.tensor(item_slots, device=self.device), context.to(soft.dtype))
         return soft

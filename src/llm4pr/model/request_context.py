@@ -66,7 +66,8 @@ class RequestContext(nn.Module):
     def features(self, items: Sequence[Item], groups: Sequence[tuple[int, str]], numeric: torch.Tensor | None, similarity: Similarity = None) -> torch.Tensor:
         """[n, input_dim] for n item slots; `groups[i]` is (prompt, source) of slot i, `numeric` the
         item encoder's [n, 2k] (z-score, missing flag) pairs, `similarity` the [n, t] cosines
-        between each slot's query and its t text features with their [n, t] presence (0: missing)."""
+        between each slot's query and its t text features (0 where missing) with their [n, t]
+        presence (0: missing)."""
         group_index = torch.tensor(_group_ids(groups), device=self.project.weight.device)
         parts = []
         if self.relative_numeric:
@@ -86,7 +87,7 @@ class RequestContext(nn.Module):
                 raise ValueError("query_similarity needs the cosines of the query with the items' text features")
             cosine, present = similarity
             relative = group_zscore(cosine, present, group_index).clamp(-RELATIVE_CLIP, RELATIVE_CLIP)
-            parts.extend((cosine * present, relative, 1.0 - present))
+            parts.extend((cosine, relative, 1.0 - present))  # a missing text's cosine is 0 already
         return torch.cat(parts, dim=-1)
 
     def forward(self, items: Sequence[Item], groups: Sequence[tuple[int, str]], numeric: torch.Tensor | None, similarity: Similarity = None) -> torch.Tensor:
