@@ -152,12 +152,12 @@ def test_checkpoints_from_before_binding_and_context_load_without_them(tmp_path:
     save_checkpoint(model, tmp_path)
     assert read_checkpoint_config(tmp_path)[0].bind_identifiers is True
     raw = json.loads((tmp_path / "config.json").read_text())
-    options = ("bind_identifiers", "relative_numeric", "history_labels", "candidate_prior")
+    options = ("bind_identifiers", "relative_numeric", "history_labels", "candidate_prior", "history_prior")
     for option in options:
         del raw["model"][option]
     (tmp_path / "config.json").write_text(json.dumps(raw))
     config = read_checkpoint_config(tmp_path)[0]
-    assert [getattr(config, option) for option in options] == [False, False, False, False]
+    assert [getattr(config, option) for option in options] == [False] * len(options)
 
 
 def test_prompt_positions_carry_no_loss(tiny: tuple[LLM4PRModel, PromptBuilder]) -> None:
@@ -765,3 +765,74 @@ def test_position_prior_is_trained_and_saved(tmp_path: Path) -> None:
     fresh, _ = make_model(seed=9, position_prior=True, candidate_prior=False)
     load_weights(fresh, tmp_path)
     torch.testing.assert_close(fresh.position_prior, model.position_prior)
+
+
+def with_history_prior(seed: int = 8) -> tuple[LLM4PRModel, PromptBuilder]:
+    """A model with `history_prior` whose key map is not zero (as after training)."""
+    model, builder = make_model(seed=seed, candidate_prior=False, history_prior=True)
+    assert model.history_prior is not None
+    with torch.no_grad():
+        model.history_prior.key.weight.normal_(std=1.0)
+    return model, builder
+
+
+def history_labelled(request: PostRankRequest, labels: list[float]) -> PostRankRequest:
+    history = [item.model_copy(update={"label": label}) for item, label in zip(request.history, labels, strict=True)]
+    return request.model_copy(update={"history": history})
+
+
+def test_history_prior_scores_each_candidate_against_the_users_label_weighted_history() -> None:
+    model, builder = with_history_prior()
+    model.eval()
+    request, _, batch, _ = one_main_prompt(builder)
+    request = history_labelled(request, [5.0, 1.0, 3.0])
+    inputs = [PromptInputs(request.query, request.user, request.history, request.candidates)]
+    with torch.no_grad():
+        soft = model.soft_tokens(inputs, batch.slot_sources) / model.soft_token_scale
+        _, prior = model.encode(batch, inputs)
+    sources = batch.slot_sources[0]
+    history = [k for k, (source, _) in enumerate(sources) if source == "history"]
+    candidates = [k for k, (source, _) in enumerate(sources) if source == "candidate"]
+    prior_map = model.history_prior
+    assert prior_map is not None and prior is not None
+    deviation = torch.tensor([2.0, -2.0, 0.0])  # labels 5, 1, 3 minus their mean 3
+    with torch.no_grad():
+        taste = (prior_map.key(soft[history]) * deviation.unsqueeze(-1)).mean(0)
+        expected = prior_map.query(soft[candidates]) @ taste
+    ids = builder.identifier_ids[: len(candidates)]
+    torch.testing.assert_close(prior[0, ids], expected)
+    assert expected.abs().max() > 1e-3  # the path is live, not zero
+    others = [t for t in range(prior.shape[-1]) if t not in set(ids)]
+    assert prior[0, others].abs().max() == 0
+
+
+def test_history_prior_reads_history_labels_and_never_candidate_labels() -> None:
+    model, builder = with_history_prior(seed=9)
+    model.eval()
+    request, _, batch, _ = one_main_prompt(builder)
+    liked_first = history_labelled(request, [5.0, 1.0, 1.0])
+
+    def prior_of(r: PostRankRequest) -> torch.Tensor:
+        with torch.no_grad():
+            prior = model.encode(batch, [PromptInputs(r.query, r.user, r.history, r.candidates)])[1]
+        assert prior is not None
+        return prior
+
+    relabelled = liked_first.model_copy(update={"candidates": [c.model_copy(update={"label": 1.0}) for c in liked_first.candidates]})
+    torch.testing.assert_close(prior_of(relabelled), prior_of(liked_first))
+    assert not torch.allclose(prior_of(history_labelled(request, [1.0, 5.0, 1.0])), prior_of(liked_first))
+    # equal labels say nothing about taste: every deviation is 0
+    assert prior_of(history_labelled(request, [4.0, 4.0, 4.0])).abs().max() == 0
+
+
+def test_history_prior_starts_at_zero_and_trains_at_the_direct_paths_rate() -> None:
+    model, builder = make_model(seed=10, candidate_prior=False, history_prior=True)
+    request, _, batch, _ = one_main_prompt(builder)
+    request = history_labelled(request, [5.0, 1.0, 3.0])
+    prior = model.encode(batch, [PromptInputs(request.query, request.user, request.history, request.candidates)])[1]
+    assert prior is not None and prior.abs().max() == 0
+    prior[0, builder.identifier_ids[0]].backward()
+    assert model.history_prior is not None and model.history_prior.key.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
+    direct = {id(p) for p in model.direct_path_parameters()}
+    assert {id(p) for p in model.history_prior.parameters()} <= direct
+    assert any(name.startswith("history_prior.") for name in model.trainable_state_dict())

@@ -77,7 +77,7 @@ def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, FeatureSchema
     if raw.get("format") != FORMAT or raw.get("version") != FORMAT_VERSION:
         raise DataError(f"{config_path}: unsupported checkpoint format {raw.get('format')!r} v{raw.get('version')!r}")
     # Checkpoints written before these options existed were trained without them.
-    for option in ("bind_identifiers", "relative_numeric", "history_labels", "query_similarity", "candidate_prior"):
+    for option in ("bind_identifiers", "relative_numeric", "history_labels", "query_similarity", "candidate_prior", "history_prior"):
         raw["model"].setdefault(option, False)
     return (
         ModelConfig.model_validate(raw["model"]),

@@ -64,6 +64,12 @@ class ModelConfig(BaseModel):
         description="add a linear read-out of each candidate's soft token to its identifier's logit at every "
         "answer position: a direct path from the features to the ranking (model/llm4pr.py, docs/decisions.md)",
     )
+    history_prior: bool = Field(
+        default=False,
+        description="add each candidate's match with the user's liked history (a taste vector: history items' keys "
+        "weighted by the user's label minus the history's mean, against the candidate's query) to its identifier's "
+        "logit: a direct path for the personal signal (model/history_prior.py, docs/decisions.md)",
+    )
     position_prior: bool = Field(
         default=False,
         description="add a learned bias per candidate position (A, B, ...) to its identifier's logit: a direct "

@@ -20,9 +20,10 @@ from llm4pr.data.requests import Item, User
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.encoders import EntityEncoder, FeatureStats, SupportsEncode
 from llm4pr.model.config import ModelConfig
+from llm4pr.model.history_prior import HistoryPrior
 from llm4pr.model.prompts import PromptBatch
 from llm4pr.model.qia import FieldMLPAdapter, QueryInstructedAdapter
-from llm4pr.model.request_context import RequestContext
+from llm4pr.model.request_context import RequestContext, history_label_deviation
 
 @dataclass
 class PromptInputs:
@@ -76,6 +77,7 @@ class LLM4PRModel(nn.Module):
         # Zero-initialised too: one bias per position in the candidate list (identifier k is always
         # the k-th candidate of a prompt).
         self.position_prior = nn.Parameter(torch.zeros(len(config.identifiers))) if config.position_prior else None
+        self.history_prior = HistoryPrior(hidden) if config.history_prior else None
         # Soft tokens are layer-normalised, then scaled to the word embeddings' typical size, so
         # that the frozen LLM sees inputs of a familiar magnitude from the first step.
         word_rms = backbone.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
@@ -97,16 +99,18 @@ class LLM4PRModel(nn.Module):
 
         Taken from `full_state` when given (the full weights gathered from sharded training processes).
         """
-        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter", "request_context", "candidate_prior", "position_prior", "soft_token_scale")
+        modules = ("user_encoder", "item_encoder", "user_adapter", "item_adapter", "request_context", "candidate_prior", "position_prior", "history_prior", "soft_token_scale")
         state = full_state if full_state is not None else self.state_dict()
         return {k: v for k, v in state.items() if k.split(".", 1)[0] in modules}
 
     def direct_path_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the direct score paths (candidate and position prior), which the trainer
-        may give their own learning rate."""
+        """The parameters of the direct score paths (candidate, position and history prior), which the
+        trainer may give their own learning rate."""
         parameters = list(self.candidate_prior.parameters()) if self.candidate_prior is not None else []
         if self.position_prior is not None:
             parameters.append(self.position_prior)
+        if self.history_prior is not None:
+            parameters.extend(self.history_prior.parameters())
         return parameters
 
     def soft_tokens(self, inputs: Sequence[PromptInputs], slot_sources: Sequence[Sequence[tuple[str, int]]]) -> torch.Tensor:
@@ -160,24 +164,46 @@ class LLM4PRModel(nn.Module):
             return words, None
         soft = self.soft_tokens(inputs, batch.slot_sources)
         binding = batch.slot_binding.to(self.device)
-        prior = self._identifier_prior(soft, batch.slot_batch.to(self.device), batch.slot_position.to(self.device), binding, words.shape[0])
+        history = self._history_labels(inputs, batch.slot_sources) if self.history_prior is not None else None
+        prior = self._identifier_prior(
+            soft, batch.slot_batch.to(self.device), batch.slot_position.to(self.device), binding, words.shape[0], history
+        )
         soft = soft.to(words.dtype)  # float32 from the adapters; the backbone's type from here on
         if self.config.bind_identifiers:
             soft = soft + self._identifier_embeddings(binding).to(words.dtype)
         return words.index_put((batch.slot_batch.to(self.device), batch.slot_position.to(self.device)), soft), prior
 
+    def _history_labels(
+        self, inputs: Sequence[PromptInputs], slot_sources: Sequence[Sequence[tuple[str, int]]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each slot's history label deviation and whether it has one ([S] each, batch slot order)."""
+        labels: list[float | None] = []
+        groups: list[tuple[int, str]] = []
+        for example, sources in enumerate(slot_sources):
+            for source, index in sources:
+                labels.append(inputs[example].history[index].label if source == "history" else None)
+                groups.append((example, source))
+        return history_label_deviation(labels, groups, self.device)
+
     def _identifier_prior(
-        self, soft: torch.Tensor, slot_batch: torch.Tensor, slot_position: torch.Tensor, binding: torch.Tensor, n_prompts: int
+        self,
+        soft: torch.Tensor,
+        slot_batch: torch.Tensor,
+        slot_position: torch.Tensor,
+        binding: torch.Tensor,
+        n_prompts: int,
+        history: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor | None:
         """[B, V]: each candidate slot's prior at its identifier token's column, zero elsewhere: the
-        read-out of its soft token (`candidate_prior`) plus its position's bias (`position_prior`).
+        read-out of its soft token (`candidate_prior`), its position's bias (`position_prior`) and its
+        match with the user's liked history (`history_prior`, from the `history` label deviations).
 
         Why: the LLM learned the item-level signal (an item's average rating) only slowly and up to
         about the level of sorting by it; with a linear path from the candidate's own soft token to its
         identifier's logit, that signal is learned in a few steps and the LLM's attention over the
         request is left to learn what depends on the user, the history and the other candidates. The
         position bias does the same for the given order, which a ranking stage makes informative."""
-        if self.candidate_prior is None and self.position_prior is None:
+        if self.candidate_prior is None and self.position_prior is None and self.history_prior is None:
             return None
         bound = binding >= 0
         scores = soft.new_zeros(int(bound.sum()), dtype=torch.float32)
@@ -186,6 +212,9 @@ class LLM4PRModel(nn.Module):
         if self.position_prior is not None:
             positions = _list_positions(slot_batch[bound], slot_position[bound]).clamp(max=len(self.position_prior) - 1)
             scores = scores + self.position_prior[positions]
+        if self.history_prior is not None and history is not None:
+            tokens = soft.float() / self.soft_token_scale  # unit scale: the maps' default start fits it
+            scores = scores + self.history_prior(tokens, slot_batch, bound, *history, n_prompts)
         vocabulary = self.causal_lm.get_output_embeddings().weight.shape[0]
         prior = scores.new_zeros(n_prompts, vocabulary)
         return prior.index_put((slot_batch[bound], binding[bound]), scores, accumulate=True)

@@ -76,12 +76,9 @@ class RequestContext(nn.Module):
             values, present = numeric[:, 0::2], 1.0 - numeric[:, 1::2]
             parts.append(group_zscore(values, present, group_index).clamp(-RELATIVE_CLIP, RELATIVE_CLIP))
         if self.history_labels:
-            is_history = [source == "history" and item.label is not None for item, (_, source) in zip(items, groups, strict=True)]
-            labels = torch.tensor([float(item.label) if known else 0.0 for item, known in zip(items, is_history, strict=True)])
-            known = torch.tensor(is_history, dtype=torch.float32)
-            labels, known = labels.to(group_index.device), known.to(group_index.device)
-            centred = labels - group_mean(labels.unsqueeze(-1), known.unsqueeze(-1), group_index).squeeze(-1)
-            parts.append(torch.stack([centred * known, 1.0 - known], dim=-1))
+            history = [item.label if source == "history" else None for item, (_, source) in zip(items, groups, strict=True)]
+            centred, known = history_label_deviation(history, groups, group_index.device)
+            parts.append(torch.stack([centred, 1.0 - known], dim=-1))
         if self.query_similarity:
             if similarity is None:
                 raise ValueError("query_similarity needs the cosines of the query with the items' text features")
@@ -92,6 +89,20 @@ class RequestContext(nn.Module):
 
     def forward(self, items: Sequence[Item], groups: Sequence[tuple[int, str]], numeric: torch.Tensor | None, similarity: Similarity = None) -> torch.Tensor:
         return self.project(self.features(items, groups, numeric, similarity))
+
+
+def history_label_deviation(
+    labels: Sequence[float | None], groups: Sequence[tuple[int, str]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n] each slot's label minus the mean label of its group, [n] 1 where the slot has a label).
+
+    `labels[i]` is the user's label of slot i's history item, None for every other slot (candidates'
+    labels are targets and never passed here); slots without a label get 0."""
+    group_index = torch.tensor(_group_ids(groups), device=device)
+    known = torch.tensor([label is not None for label in labels], dtype=torch.float32, device=device)
+    values = torch.tensor([float(label) if label is not None else 0.0 for label in labels], device=device)
+    centred = values - group_mean(values.unsqueeze(-1), known.unsqueeze(-1), group_index).squeeze(-1)
+    return centred * known, known
 
 
 def _group_ids(groups: Sequence[tuple[int, str]]) -> list[int]:

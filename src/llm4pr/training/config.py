@@ -56,7 +56,7 @@ class PostRankStageConfig(StageConfig):
     prior_learning_rate: float | None = Field(
         default=None,
         gt=0,
-        description="peak learning rate of the direct score paths (model.candidate_prior, model.position_prior), on "
+        description="peak learning rate of the direct score paths (model.candidate_prior, model.position_prior, model.history_prior), on "
         "the stage's schedule; None: the stage's learning_rate. A bias needs far larger steps than LoRA (docs/decisions.md)",
     )
 
