@@ -28,7 +28,7 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.data.semanlink import BM25_B, BM25_K1, prepare_semanlink, query_split
-from llm4pr.data.rerank import rerank_refusal, rerank_text_feature
+from llm4pr.data.rerank import rerank_text_feature
 from tests.tiny import check_prepared_folder, read_prepared
 
 FIXTURE = Path(__file__).parent / "fixtures" / "semanlink"
@@ -110,8 +110,7 @@ def test_schema_is_text_only_and_answers_rerank_calls(all_test: tuple[Path, dict
         ("title", "item", "text"),
         ("first_stage_score", "item", "numerical"),
     ]
-    assert rerank_text_feature(schema) == "text"  # a rerank document fills the abstract's feature
-    assert rerank_refusal(schema) is None
+    assert rerank_text_feature(schema) == "text"  # a rerank document fills the abstract's feature (not refused)
     for request in read_prepared(out).values():
         assert request["user"] == {"id": "anonymous", "features": {}} and request["history"] == []
 

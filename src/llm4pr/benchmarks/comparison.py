@@ -34,7 +34,7 @@ from llm4pr.data.config_files import deep_merge, load_yaml_model
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
-from llm4pr.data.rerank import as_rerank_call, rerank_refusal, rerank_text_feature
+from llm4pr.data.rerank import RerankUnsupported, as_rerank_call, rerank_text_feature
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.evaluation.metrics import Cutoffs
@@ -346,9 +346,10 @@ def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]], metri
 
 
 def _as_rerank_calls(requests: list[PostRankRequest], schema: FeatureSchema, row: str) -> list[PostRankRequest]:
-    refusal, feature = rerank_refusal(schema), rerank_text_feature(schema)
-    if refusal is not None or feature is None:
-        raise DataError(f"row '{row}': rerank_calls: this data cannot be sent as rerank calls: {refusal}")
+    try:
+        feature = rerank_text_feature(schema)
+    except RerankUnsupported as refusal:
+        raise DataError(f"row '{row}': rerank_calls: this data cannot be sent as rerank calls: {refusal}") from None
     return [as_rerank_call(request, feature) for request in requests]
 
 

@@ -20,28 +20,29 @@ from llm4pr.data.schema import FeatureKind, FeatureSchema
 ANONYMOUS_USER = "anonymous"  # the searcher of a text re-ranking request: known by the query alone
 
 
-def rerank_text_feature(schema: FeatureSchema) -> str | None:
-    """The item feature that carries a document's text: the schema's first item `text` feature."""
-    return next((spec.name for spec in schema.for_owner("item") if spec.kind is FeatureKind.text), None)
+class RerankUnsupported(ValueError):
+    """A schema whose checkpoint cannot rank bare text documents; the message says why."""
 
 
-def rerank_refusal(schema: FeatureSchema) -> str | None:
-    """Why a checkpoint cannot rank bare text documents, or None when it can.
+def rerank_text_feature(schema: FeatureSchema) -> str:
+    """The item feature that carries a rerank call's document text: the schema's first item `text`
+    feature. Raises RerankUnsupported for a schema that cannot take rerank calls.
 
     A schema with user features was trained on requests that describe the user (MovieLens: age,
     gender, ...); its order for a featureless user is not a relevance ranking, so such a
     checkpoint refuses rerank calls instead of answering nonsense. Other item features (e.g. a
     first-stage score) are simply absent.
     """
-    if rerank_text_feature(schema) is None:
-        return "needs an item feature of kind 'text' for the documents; this checkpoint's schema has none: use /v1/post-rank"
+    feature = next((spec.name for spec in schema.for_owner("item") if spec.kind is FeatureKind.text), None)
+    if feature is None:
+        raise RerankUnsupported("needs an item feature of kind 'text' for the documents; this checkpoint's schema has none: use /v1/post-rank")
     user_features = [spec.name for spec in schema.for_owner("user")]
     if user_features:
-        return (
+        raise RerankUnsupported(
             f"cannot rank bare text documents with this checkpoint: its schema has user features ({', '.join(user_features)}), "
             "so it ranks for a described user and a rerank call has none; use /v1/post-rank with the user's features"
         )
-    return None
+    return feature
 
 
 def rerank_request(

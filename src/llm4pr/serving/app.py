@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm4pr import __version__
 from llm4pr.data.requests import Item, PostRankRequest, RankResult, User
-from llm4pr.data.rerank import rerank_refusal, rerank_request, rerank_text_feature
+from llm4pr.data.rerank import RerankUnsupported, rerank_request, rerank_text_feature
 from llm4pr.inference.config import InferenceConfig
 from llm4pr.rankers.base import Mode, Ranker, ServedMode, fallback_result
 from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
@@ -77,8 +77,12 @@ class Service:
         self.ranker = ranker
         self.settings = settings
         self.schema = ranker.schema
-        self.text_feature = rerank_text_feature(self.schema)
-        self.rerank_refusal = rerank_refusal(self.schema)
+        # the document text feature of rerank calls, or why this checkpoint refuses them
+        self.rerank_support: str | RerankUnsupported
+        try:
+            self.rerank_support = rerank_text_feature(self.schema)
+        except RerankUnsupported as refusal:
+            self.rerank_support = refusal
         # rerank scores compare only within one model pass: at most the LLM ranker's window of documents
         config = getattr(ranker, "config", None)
         self.rerank_window: int | None = config.window if isinstance(config, InferenceConfig) else None
@@ -281,12 +285,13 @@ async def _rerank(
     """Both rerank versions: refuse a checkpoint that cannot rank bare text, then rank the documents
     in first_token mode, the one mode that gives each document a score."""
     started = time.perf_counter()
-    if service.rerank_refusal is not None or service.text_feature is None:
-        raise ApiError(422, f"{request.url.path} {service.rerank_refusal}")
+    text_feature = service.rerank_support
+    if isinstance(text_feature, RerankUnsupported):
+        raise ApiError(422, f"{request.url.path} {text_feature}")
     payload = await _read_json(request, service.settings)
     body = parse_rerank(payload, body_type, service.settings, service.rerank_window)
-    features = checked_document_features(body, service.schema, service.text_feature)
-    ranking_request = rerank_request(f"rerank-{uuid.uuid4().hex}", body.query, body.texts(), service.text_feature, features)
+    features = checked_document_features(body, service.schema, text_feature)
+    ranking_request = rerank_request(f"rerank-{uuid.uuid4().hex}", body.query, body.texts(), text_feature, features)
     [answer] = await service.rank([ranking_request], mode or "first_token", started)
     return body, answer
 

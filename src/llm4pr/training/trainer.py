@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json
 from llm4pr.data.requests import PostRankRequest
-from llm4pr.data.rerank import as_rerank_call, rerank_refusal, rerank_text_feature
+from llm4pr.data.rerank import RerankUnsupported, as_rerank_call, rerank_text_feature
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.features.encoders import FeatureStats
@@ -196,7 +196,10 @@ class Trainer:
             raise DataError(f"{self.data_dir / 'train.jsonl'}: no training requests")
         self.stats = FeatureStats.fit(self.schema, self.train_requests, embed_ids=config.model.embed_ids)
         # rerank-shaped examples need a document text feature; a schema that cannot take rerank calls gets none
-        self._rerank_feature = rerank_text_feature(self.schema) if rerank_refusal(self.schema) is None else None
+        try:
+            self._rerank_feature: str | None = rerank_text_feature(self.schema)
+        except RerankUnsupported:
+            self._rerank_feature = None
         self.train_requests = subsample(self.train_requests, config.max_train_requests, config.seed)
         config.check_processes(self.accelerator.num_processes)
         self._check_run_dir()
