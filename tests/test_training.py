@@ -101,6 +101,12 @@ def test_direct_paths_get_their_own_learning_rate(tiny_train_config: TrainConfig
     assert shared["lr_scale"] == 1.0 and not direct & {id(p) for p in shared["params"]}
     (single,) = parameter_groups(model, stage, None)
     assert len(single["params"]) == len(list(model.parameters()))
+    # the position bias alone at its own rate; the candidate prior then trains with the rest
+    shared, position = parameter_groups(model, stage, None, 0.05)
+    assert [id(p) for p in position["params"]] == [id(model.position_prior)] and position["lr_scale"] == pytest.approx(50.0)
+    assert len(shared["params"]) == len(list(model.parameters())) - 1
+    by_scale = {round(group["lr_scale"]): {id(p) for p in group["params"]} for group in parameter_groups(model, stage, 0.01, 0.05)}
+    assert by_scale[10] == direct - {id(model.position_prior)} and by_scale[50] == {id(model.position_prior)} and len(by_scale) == 3
     # Adam moves every weight by about the learning rate per step: 4 steps at 1e-3 peak could not
     # take the zero-initialised position bias this far.
     assert model.position_prior.detach().abs().max() > 0.02

@@ -59,6 +59,12 @@ class PostRankStageConfig(StageConfig):
         description="peak learning rate of the direct score paths (model.candidate_prior, model.position_prior, model.history_prior), on "
         "the stage's schedule; None: the stage's learning_rate. A bias needs far larger steps than LoRA (docs/decisions.md)",
     )
+    position_learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="peak learning rate of the position bias alone (model.position_prior); None: as prior_learning_rate. "
+        "The bias has one weight per position and needs large steps; the candidate prior's read-out may overfit at them",
+    )
 
 
 class TrainConfig(BaseModel):

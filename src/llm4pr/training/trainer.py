@@ -104,19 +104,22 @@ def learning_rate(step: int, stage: StageConfig) -> float:
     return stage.min_learning_rate + (stage.learning_rate - stage.min_learning_rate) * cosine
 
 
-def parameter_groups(model: LLM4PRModel, stage: StageConfig, prior_rate: float | None) -> list[dict[str, Any]]:
+def parameter_groups(
+    model: LLM4PRModel, stage: StageConfig, prior_rate: float | None, position_rate: float | None = None
+) -> list[dict[str, Any]]:
     """AdamW groups of the trainable parameters, each with its `lr_scale` on the stage's schedule:
-    the direct score paths (`LLM4PRModel.direct_path_parameters`) at peak `prior_rate`, the rest at
-    the stage's learning rate (also the priors', without `prior_rate`)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if prior_rate is None:
-        return [{"params": trainable, "lr_scale": 1.0}]
-    direct = {id(p) for p in model.direct_path_parameters()}
-    groups = [
-        {"params": [p for p in trainable if id(p) not in direct], "lr_scale": 1.0},
-        {"params": [p for p in trainable if id(p) in direct], "lr_scale": prior_rate / stage.learning_rate},
-    ]
-    return [group for group in groups if group["params"]]
+    the direct score paths (`LLM4PRModel.direct_path_parameters`) at peak `prior_rate`, the position
+    bias among them at `position_rate` where given, the rest (and a path without a rate of its own)
+    at the stage's learning rate."""
+    peaks: dict[int, float] = {}
+    if prior_rate is not None:
+        peaks.update((id(p), prior_rate) for p in model.direct_path_parameters())
+    if position_rate is not None and model.position_prior is not None:
+        peaks[id(model.position_prior)] = position_rate
+    groups: dict[float, list[torch.nn.Parameter]] = {stage.learning_rate: []}  # the shared group first
+    for parameter in (p for p in model.parameters() if p.requires_grad):
+        groups.setdefault(peaks.get(id(parameter), stage.learning_rate), []).append(parameter)
+    return [{"params": params, "lr_scale": peak / stage.learning_rate} for peak, params in groups.items() if params]
 
 
 @dataclass(frozen=True)
@@ -282,8 +285,9 @@ class Trainer:
             prompt_style=self.config.model.prompt_style,
             random_ties=self.config.post_rank.random_ties,
         )
-        prior_rate = self.config.post_rank.prior_learning_rate if stage == "post_rank" else None
-        groups = parameter_groups(model, stage_config, prior_rate)
+        post_rank = self.config.post_rank
+        rates = (post_rank.prior_learning_rate, post_rank.position_learning_rate) if stage == "post_rank" else (None, None)
+        groups = parameter_groups(model, stage_config, *rates)
         parameters = [p for group in groups for p in group["params"]]  # what gradient clipping sees
         optimizer = torch.optim.AdamW(groups, lr=stage_config.learning_rate, weight_decay=stage_config.weight_decay)
         start = int(resume["step"]) if resume else 0
