@@ -123,17 +123,17 @@ def test_interrupted_run_resumes_to_the_same_weights(
     expected = final_weights(tmp_path / "straight")
 
     interrupted = tmp_path / "interrupted"
-    original = trainer_module.batch_loss
+    original = Trainer._backward
     calls = {"post_rank": 0}
 
-    def crash_after_three(model, builder, examples, *args):  # type: ignore[no-untyped-def]
+    def crash_after_three(self, wrapped, builder, examples, *args):  # type: ignore[no-untyped-def]
         if examples[0].task != "adaptation":
             calls["post_rank"] += 1
             if calls["post_rank"] == 4:
                 raise KeyboardInterrupt
-        return original(model, builder, examples, *args)
+        return original(self, wrapped, builder, examples, *args)
 
-    monkeypatch.setattr(trainer_module, "batch_loss", crash_after_three)
+    monkeypatch.setattr(Trainer, "_backward", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         Trainer(config, toy_data_dir, interrupted, progress=False).run()
     state = json.loads((interrupted / "snapshot" / "trainer_state.json").read_text())
@@ -141,7 +141,7 @@ def test_interrupted_run_resumes_to_the_same_weights(
     before_interruption = state["train_s"]
     assert before_interruption > 0
     assert (interrupted / "adaptation" / "config.json").is_file()
-    monkeypatch.setattr(trainer_module, "batch_loss", original)
+    monkeypatch.setattr(Trainer, "_backward", original)
     Trainer(config, toy_data_dir, interrupted, progress=False).run()
     resumed = final_weights(interrupted)
     assert json.loads((interrupted / "timing.json").read_text())["post_rank_s"] > before_interruption  # resumed parts add up

@@ -13,6 +13,7 @@ are the same in every process and in a single-process run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -171,6 +172,31 @@ def batch_loss(
     return loss
 
 
+MAX_PADDING = 0.25  # how far a length group's padded tokens may exceed its real ones
+
+
+def length_groups(examples: Sequence[Example], max_padding: float = MAX_PADDING) -> list[list[Example]]:
+    """The examples in groups of similar prompt length, shortest first, each to be padded only to
+    its own longest prompt (a batch that needs no split stays as it is).
+
+    A padded batch costs its size times its longest prompt. An auxiliary example shows two lists
+    and is about twice as long as a main one, so one of them pads every main example of its batch
+    to twice its length (PTPR's all-text Semanlink prompts: 1,100 tokens padded to 2,200). Each
+    group's padded tokens stay within `max_padding` of its real ones; the groups' gradients add
+    up to the batch's, since every group's loss is averaged over the whole batch's totals.
+    """
+    groups: list[list[Example]] = []
+    for example in sorted(examples, key=lambda e: len(e.prompt)):
+        if groups:
+            group = groups[-1]
+            real = sum(len(e.prompt) for e in group) + len(example.prompt)
+            if len(example.prompt) * (len(group) + 1) <= (1 + max_padding) * real:
+                group.append(example)
+                continue
+        groups.append([example])
+    return groups if len(groups) > 1 else [list(examples)]  # one group keeps the batch's order (and its dropout draws)
+
+
 RERANK_REPORT = "rerank call (first_token)"  # valid_report.json: the validation split as bare documents
 
 
@@ -319,13 +345,11 @@ class Trainer:
                 group["lr"] = learning_rate(step, stage_config) * group["lr_scale"]
             examples = make_batch(factory, step)
             torch.manual_seed(hash_seed(f"{self.config.seed}:{stage}:{step}:process{rank}"))
-            # The gradients are averaged over processes: scale so that they add up to the whole batch's.
-            loss = batch_loss(wrapped, builder, examples[rank * share : (rank + 1) * share], listwise_weight, LossTotals.of(examples))
-            self.accelerator.backward(loss * processes)
+            loss = self._backward(wrapped, builder, examples, listwise_weight)
             self.accelerator.clip_grad_norm_(parameters, stage_config.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            value = self.accelerator.reduce(loss.detach(), reduction="sum").item()
+            value = self.accelerator.reduce(loss, reduction="sum").item()
             smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
             bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             done = step + 1
@@ -338,6 +362,25 @@ class Trainer:
         self.accelerator.free_memory()  # drop Accelerate's references to this stage's model and optimizer
         model.eval()
         return full_state
+
+    def _backward(self, wrapped: torch.nn.Module, builder: PromptBuilder, examples: list[Example], listwise_weight: float) -> torch.Tensor:
+        """Add this process's share of the batch's gradients, one length group at a time; return its
+        share of the loss (detached). DeepSpeed steps its optimizer inside every backward call, so
+        there the share goes through as one group."""
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        share = len(examples) // processes
+        mine = examples[rank * share : (rank + 1) * share]
+        groups = [mine] if self.accelerator.distributed_type == DistributedType.DEEPSPEED else length_groups(mine)
+        totals = LossTotals.of(examples)
+        total = torch.zeros((), device=self.device)
+        for index, group in enumerate(groups):
+            last = index == len(groups) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(wrapped):  # processes sync once, on the last group
+                loss = batch_loss(wrapped, builder, group, listwise_weight, totals)
+                # The gradients are averaged over processes: scale so that they add up to the whole batch's.
+                self.accelerator.backward(loss * processes)
+            total += loss.detach()
+        return total
 
     def _record_time(self, stage: Stage, seconds: float) -> None:
         if self.is_main:
