@@ -83,7 +83,7 @@ def main() -> None:
     backbone_dtype = str(next(model.backbone.parameters()).dtype).removeprefix("torch.")
     attention = getattr(model.backbone.config, "_attn_implementation", None)
     builder = PromptBuilder(tokenizer, config.identifiers)
-    factory = ExampleFactory(builder, schema, config.max_history, shuffle_candidates=True)
+    factory = ExampleFactory(builder, schema, config.max_history, shuffle_candidates=True, prompt_style=config.prompt_style)
     rng = random.Random(args.seed)
     record: dict[str, Any] = {
         "code": str(Path(llm4pr.__file__).parent),
