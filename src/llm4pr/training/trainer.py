@@ -179,11 +179,12 @@ def length_groups(examples: Sequence[Example], max_padding: float = MAX_PADDING)
     """The examples in groups of similar prompt length, shortest first, each to be padded only to
     its own longest prompt (a batch that needs no split stays as it is).
 
-    A padded batch costs its size times its longest prompt. An auxiliary example shows two lists
-    and is about twice as long as a main one, so one of them pads every main example of its batch
-    to twice its length (PTPR's all-text Semanlink prompts: 1,100 tokens padded to 2,200). Each
-    group's padded tokens stay within `max_padding` of its real ones; the groups' gradients add
-    up to the batch's, since every group's loss is averaged over the whole batch's totals.
+    A padded batch costs its size times its longest prompt. Soft prompts are all about as long, but
+    all-text ones (PTPR) run from 100 to 1,500 tokens with the number and length of the documents:
+    a Semanlink PTPR batch holds 9,100 tokens and would be padded to 11,000. Each group's padded
+    tokens stay within `max_padding` of its real ones (smaller groups cost more per token on a
+    CPU); the groups' gradients add up to the batch's, since every group's loss is averaged over
+    the whole batch's totals.
     """
     groups: list[list[Example]] = []
     for example in sorted(examples, key=lambda e: len(e.prompt)):
