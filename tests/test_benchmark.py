@@ -90,6 +90,24 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
     assert rows[("input", "LambdaMART + signals")]["signals"] is True
     assert "| LLM4PR | no |" in (out / "results.md").read_text()
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    # every row keeps its paired metrics per test request, and is compared with the best baseline request by request
+    prm_seed0 = json.loads((out / "rows" / "input" / "item-quality" / "seed0.json").read_text())
+    kept = prm_seed0["per_request"]
+    assert set(kept) == {"requests", "ndcg@3", "mrr@3"} and len(kept["ndcg@3"]) == len(kept["mrr@3"]) == prm_seed0["n_test"]
+    for protocol in ("input", "ranking_stage"):
+        paired = results["paired"][protocol]
+        baselines = [r for r in results["rows"] if r["protocol"] == protocol and r["kind"] == "baseline"]
+        best = max(baselines, key=lambda r: r["mean"]["ndcg@3"])
+        assert paired["reference"] == best["row"] and paired["metrics"] == ["ndcg@3", "mrr@3"]
+        assert {r["row"] for r in paired["rows"]} == {r["row"] for r in results["rows"] if r["protocol"] == protocol} - {best["row"]}
+        for compared in paired["rows"]:
+            row = rows[(protocol, compared["row"])]
+            for metric in paired["metrics"]:
+                difference = compared[metric]
+                assert difference["low"] <= difference["mean"] <= difference["high"]
+                # no request is undefined here: the mean of per-request differences is the difference of the rows' means
+                assert difference["mean"] == pytest.approx(row["mean"][metric] - best["mean"][metric], abs=2e-4)
+    assert f"Paired with the best baseline, {results['paired']['input']['reference']}" in (out / "results.md").read_text()
 
     def must_not_run(*args: object) -> None:
         raise AssertionError("a finished row was run again")
@@ -213,7 +231,7 @@ def test_a_prepared_data_folder_is_benchmarked_as_it_is(tmp_path: Path) -> None:
     assert results["complete"] and results["config"]["data"] == str(data) and not (out / "data").exists()  # read in place
     assert rows["item quality"]["mean"]["ndcg@3"] > rows["ranking-stage order"]["mean"]["ndcg@3"]
     record = json.loads((out / "rows" / "input" / "lambdamart" / "seed0.json").read_text())
-    assert list(record) == ["row", "protocol", "seed", "signals", "metrics", "n_test", "n_train", "train_s", "fallbacks", "wall_s", "provenance"]
+    assert list(record) == ["row", "protocol", "seed", "signals", "metrics", "per_request", "n_test", "n_train", "train_s", "fallbacks", "wall_s", "provenance"]
     assert record["wall_s"] >= record["train_s"] >= 0
     markdown = (out / "results.md").read_text()
     assert "sample standard deviation" in markdown and "h of training summed over the runs" in markdown

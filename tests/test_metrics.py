@@ -237,3 +237,25 @@ def test_map_over_the_whole_list_equals_ranx_exactly() -> None:
     expected = _ranx_per_query(qrels, defined, "map@12")
     for qid, labels in defined.items():
         assert average_precision_at_k(labels, 12) == pytest.approx(expected[qid], abs=1e-9), qid
+
+
+def test_paired_bootstrap_of_equal_shifted_and_noisy_rows() -> None:
+    from llm4pr.evaluation.significance import paired_bootstrap
+
+    base = [0.2, 0.5, 0.9, 0.4, None, 0.7]
+    same = paired_bootstrap(base, base)
+    assert (same.mean, same.low, same.high, same.n) == (0.0, 0.0, 0.0, 5)  # the undefined request is left out
+    shifted = paired_bootstrap([None if v is None else v + 0.1 for v in base], base)
+    assert shifted.mean == pytest.approx(0.1) and shifted.low == pytest.approx(0.1) and shifted.high == pytest.approx(0.1)
+    rng = random.Random(0)
+    b = [rng.random() for _ in range(400)]
+    better = [v + 0.05 + rng.gauss(0, 0.2) for v in b]
+    found = paired_bootstrap(better, b)
+    assert 0 < found.low < found.mean < found.high and found.high - found.low < 0.1
+    assert paired_bootstrap(better, b) == found  # seeded: the same interval every time
+    tie = paired_bootstrap([v + rng.gauss(0, 0.2) for v in b], b)
+    assert tie.low < 0 < tie.high
+    with pytest.raises(ValueError, match="same requests"):
+        paired_bootstrap(base, base[:3])
+    with pytest.raises(ValueError, match="no request"):
+        paired_bootstrap([None, 0.5], [0.5, None])

@@ -18,7 +18,9 @@ interrupted benchmark resumes without redoing finished rows; LLM training runs r
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 import statistics
 import time
@@ -38,6 +40,7 @@ from llm4pr.data.rerank import RerankUnsupported, as_rerank_call, rerank_text_fe
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.evaluation.metrics import Cutoffs
+from llm4pr.evaluation.significance import CONFIDENCE, RESAMPLES, paired_bootstrap
 from llm4pr.io import atomic_write_text
 from llm4pr.rankers.base import FittableRanker, ServedMode
 
@@ -101,6 +104,12 @@ class BenchmarkConfig(BaseModel):
     def tabled_metrics(self) -> tuple[str, ...]:
         """The table's columns, metric by metric: ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5") by default."""
         return tuple(f"{metric}@{k}" for metric in TABLED_METRICS for k in self.metrics_at)
+
+    @property
+    def paired_metrics(self) -> tuple[str, ...]:
+        """The metrics kept per test request and compared row against row: each tabled metric at
+        the first cutoff ("ndcg@3", "mrr@3")."""
+        return tuple(f"{metric}@{self.metrics_at[0]}" for metric in TABLED_METRICS)
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchmarkConfig":
@@ -243,7 +252,7 @@ class Benchmark:
             # the run's own record: rows sharing one run (and resumed runs) show what training cost
             train_s = ranker.train_seconds if ranker.train_seconds is not None else train_s
             extra = _llm_costs(ranker.llm, test[: self.config.latency_requests], row.mode)
-        report = evaluate_run(test, run, ks=self.config.metrics_at)
+        report = evaluate_run(test, run, ks=self.config.metrics_at, per_request=True)
         return {
             "row": row.name,
             "protocol": protocol,
@@ -251,6 +260,7 @@ class Benchmark:
             "signals": row.signals,
             **({"rerank_calls": True} if row.rerank_calls else {}),
             "metrics": report["metrics"],
+            "per_request": _per_request_values(test, report["per_request"], self.config.paired_metrics),
             "n_test": len(test),
             "n_train": len(train),
             "train_s": round(train_s, 1),
@@ -284,18 +294,23 @@ class Benchmark:
     # -- results -----------------------------------------------------------------------------------
 
     def collect(self) -> dict[str, Any]:
-        rows = []
+        rows, paired = [], {}
         for protocol in self.config.protocols:
+            summarised = []
             for row in self.config.rows:
                 seeds = [
                     _read(self._result_path(protocol, row, seed)) for seed in self.config.seeds if self._result_path(protocol, row, seed).is_file()
                 ]
                 if seeds:
-                    rows.append(_summarise(protocol, row, seeds, self.config.tabled_metrics))
+                    summarised.append((_summarise(protocol, row, seeds, self.config.tabled_metrics), seeds))
+            rows += [summary for summary, _ in summarised]
+            comparison = _paired_against_best_baseline(summarised, self.config.paired_metrics)
+            if comparison:
+                paired[protocol] = comparison
         pending = [
             {"protocol": p, "row": row.name, "seed": seed} for p, row, seed in self.jobs() if not self._result_path(p, row, seed).is_file()
         ]
-        return {"config": self.config.model_dump(mode="json"), "complete": not pending, "pending": pending, "rows": rows}
+        return {"config": self.config.model_dump(mode="json"), "complete": not pending, "pending": pending, "rows": rows, "paired": paired}
 
 
 def _subsample(requests: list[PostRankRequest], limit: int | None) -> list[PostRankRequest]:
@@ -345,6 +360,48 @@ def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]], metri
     return summary
 
 
+def _per_request_values(requests: list[PostRankRequest], values: dict[str, dict[str, float | None]], metrics: tuple[str, ...]) -> dict[str, Any]:
+    """Each paired metric per test request, in the test file's order, under a digest of the request
+    ids: what another row's values are paired with."""
+    ids = [request.request_id for request in requests]
+    digest = hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()[:16]
+    return {"requests": digest, **{m: [None if (v := values[i][m]) is None else round(v, 4) for i in ids] for m in metrics}}
+
+
+def _seed_mean_per_request(seeds: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, Any] | None:
+    """A row's per-request values averaged over its seeds; None when a seed's file has none (written
+    before they were kept) or the seeds saw different requests."""
+    kept = [seed.get("per_request") for seed in seeds]
+    if any(k is None or any(m not in k for m in metrics) for k in kept) or len({k["requests"] for k in kept}) != 1:  # type: ignore[index]
+        return None
+    means: dict[str, Any] = {"requests": kept[0]["requests"]}  # type: ignore[index]
+    for metric in metrics:
+        columns = zip(*(k[metric] for k in kept))  # type: ignore[index]
+        means[metric] = [None if None in values else statistics.fmean(values) for values in columns]
+    return means
+
+
+def _paired_against_best_baseline(summarised: list[tuple[dict[str, Any], list[dict[str, Any]]]], metrics: tuple[str, ...]) -> dict[str, Any] | None:
+    """Every row with per-request values against the best baseline that has them (by the first
+    metric's mean): the mean difference per request and its bootstrap interval."""
+    scored = [(summary, values) for summary, seeds in summarised if (values := _seed_mean_per_request(seeds, metrics))]
+    baselines = [(summary, values) for summary, values in scored if summary["kind"] == "baseline"]
+    if not baselines:
+        return None
+    reference, reference_values = max(baselines, key=lambda pair: _or_lowest(pair[0]["mean"][metrics[0]]))
+    compared = []
+    for summary, values in scored:
+        if summary is reference or values["requests"] != reference_values["requests"]:
+            continue
+        differences = {m: paired_bootstrap(values[m], reference_values[m]).as_dict() for m in metrics}
+        compared.append({"row": summary["row"], **differences})
+    return {"reference": reference["row"], "metrics": list(metrics), "resamples": RESAMPLES, "confidence": CONFIDENCE, "rows": compared}
+
+
+def _or_lowest(value: float | None) -> float:
+    return -math.inf if value is None else value
+
+
 def _as_rerank_calls(requests: list[PostRankRequest], schema: FeatureSchema, row: str) -> list[PostRankRequest]:
     try:
         feature = rerank_text_feature(schema)
@@ -374,6 +431,7 @@ def results_markdown(results: dict[str, Any]) -> str:
                 + f" | {tokens} | {latency} | {row['train_s_mean']:.0f} | {_seeds_cell(row)} |"
             )
         lines.append("")
+        lines += _paired_table(results.get("paired", {}).get(protocol))
     lines += [
         "Mean ± sample standard deviation (n - 1) over the seeds. A deterministic row (the heuristics,"
         " LightGBM's LambdaMART without bagging) gives the same model for every seed: its std is 0.",
@@ -383,6 +441,25 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += ["\\* trains nothing, so one run serves every seed (its ranking does not depend on the seed).", ""]
     lines += [_cost_line(results["rows"]), ""]
     return "\n".join(lines)
+
+
+def _paired_table(paired: dict[str, Any] | None) -> list[str]:
+    """Rows against the best baseline, request by request (nothing when no row kept its values)."""
+    if not paired or not paired["rows"]:
+        return []
+    metrics, n = paired["metrics"], paired["rows"][0][paired["metrics"][0]]["n"]
+    lines = [
+        f"Paired with the best baseline, {paired['reference']}, request by request (each row's seeds averaged per"
+        f" request): the mean difference and its {paired['confidence']:.0%} bootstrap interval over the {n} test"
+        f" requests ({paired['resamples']} resamples). Rows whose files predate per-request values are not listed.",
+        "",
+        "| row | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for row in paired["rows"]:
+        cells = [f"{row[m]['mean']:+.4f} [{row[m]['low']:+.4f}, {row[m]['high']:+.4f}]" for m in metrics]
+        lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _tabled(rows: list[dict[str, Any]]) -> list[str]:
