@@ -39,6 +39,7 @@ def write_config(tmp_path: Path, llm_config: Path) -> Path:
         "protocols": ["input", "ranking_stage"],
         "ranking_stage_folds": 2,
         "latency_requests": 2,
+        "paired_with": ["ranking-stage order"],
         "rows": [
             {"name": "ranking-stage order", "baseline": "initial"},
             {"name": "item quality", "baseline": "item_quality"},
@@ -95,7 +96,9 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
     kept = prm_seed0["per_request"]
     assert set(kept) == {"requests", "ndcg@3", "mrr@3"} and len(kept["ndcg@3"]) == len(kept["mrr@3"]) == prm_seed0["n_test"]
     for protocol in ("input", "ranking_stage"):
-        paired = results["paired"][protocol]
+        paired, with_order = results["paired"][protocol]  # the best baseline, then the config's paired_with row
+        assert with_order["reference"] == "ranking-stage order" and not with_order["best_baseline"] and paired["best_baseline"]
+        assert len(with_order["rows"]) == len(rows) // 2 - 1
         baselines = [r for r in results["rows"] if r["protocol"] == protocol and r["kind"] == "baseline"]
         best = max(baselines, key=lambda r: r["mean"]["ndcg@3"])
         assert paired["reference"] == best["row"] and paired["metrics"] == ["ndcg@3", "mrr@3"]
@@ -107,7 +110,9 @@ def test_benchmark_writes_results_and_resumes(tmp_path: Path, llm_config: Path, 
                 assert difference["low"] <= difference["mean"] <= difference["high"]
                 # no request is undefined here: the mean of per-request differences is the difference of the rows' means
                 assert difference["mean"] == pytest.approx(row["mean"][metric] - best["mean"][metric], abs=2e-4)
-    assert f"Paired with the best baseline, {results['paired']['input']['reference']}" in (out / "results.md").read_text()
+    markdown = (out / "results.md").read_text()
+    assert f"Paired with the best baseline, {results['paired']['input'][0]['reference']}," in markdown
+    assert "Paired with ranking-stage order," in markdown
 
     def must_not_run(*args: object) -> None:
         raise AssertionError("a finished row was run again")
@@ -166,6 +171,9 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"rows": [{"name": "x", "baseline": "initial", "llm4pr": "c.yaml"}]}))
     with pytest.raises(DataError, match="row 'x': give exactly one of 'baseline' or 'llm4pr'"):
+        BenchmarkConfig.load(path)
+    path.write_text(yaml.safe_dump({"rows": [{"name": "x", "baseline": "initial"}], "paired_with": ["BM25"]}))
+    with pytest.raises(DataError, match="paired_with: no row named 'BM25' \\(rows: x\\)"):
         BenchmarkConfig.load(path)
 
 

@@ -93,6 +93,18 @@ class BenchmarkConfig(BaseModel):
         default_factory=dict, description="deep-merged into every LLM row's training config under that protocol"
     )
     rows: list[RowConfig] = Field(min_length=1)
+    paired_with: list[str] = Field(
+        default_factory=list,
+        description="rows that every row is also paired with, request by request, besides the best baseline (e.g. the first stage's order)",
+    )
+
+    @model_validator(mode="after")
+    def _paired_rows_exist(self) -> "BenchmarkConfig":
+        names = [row.name for row in self.rows]
+        unknown = [name for name in self.paired_with if name not in names]
+        if unknown:
+            raise ValueError(f"paired_with: no row named {', '.join(map(repr, unknown))} (rows: {', '.join(names)})")
+        return self
 
     @model_validator(mode="after")
     def _one_dataset(self) -> "BenchmarkConfig":
@@ -304,9 +316,9 @@ class Benchmark:
                 if seeds:
                     summarised.append((_summarise(protocol, row, seeds, self.config.tabled_metrics), seeds))
             rows += [summary for summary, _ in summarised]
-            comparison = _paired_against_best_baseline(summarised, self.config.paired_metrics)
-            if comparison:
-                paired[protocol] = comparison
+            comparisons = _paired_comparisons(summarised, self.config.paired_metrics, self.config.paired_with)
+            if comparisons:
+                paired[protocol] = comparisons
         pending = [
             {"protocol": p, "row": row.name, "seed": seed} for p, row, seed in self.jobs() if not self._result_path(p, row, seed).is_file()
         ]
@@ -381,21 +393,42 @@ def _seed_mean_per_request(seeds: list[dict[str, Any]], metrics: tuple[str, ...]
     return means
 
 
-def _paired_against_best_baseline(summarised: list[tuple[dict[str, Any], list[dict[str, Any]]]], metrics: tuple[str, ...]) -> dict[str, Any] | None:
-    """Every row with per-request values against the best baseline that has them (by the first
-    metric's mean): the mean difference per request and its bootstrap interval."""
+def _paired_comparisons(
+    summarised: list[tuple[dict[str, Any], list[dict[str, Any]]]], metrics: tuple[str, ...], named: list[str]
+) -> list[dict[str, Any]]:
+    """Every row with per-request values paired with the best baseline that has them (by the first
+    metric's mean), then with each `named` row that has them."""
     scored = [(summary, values) for summary, seeds in summarised if (values := _seed_mean_per_request(seeds, metrics))]
     baselines = [(summary, values) for summary, values in scored if summary["kind"] == "baseline"]
-    if not baselines:
-        return None
-    reference, reference_values = max(baselines, key=lambda pair: _or_lowest(pair[0]["mean"][metrics[0]]))
+    references = [max(baselines, key=lambda pair: _or_lowest(pair[0]["mean"][metrics[0]]))] if baselines else []
+    for name in named:
+        match = next((pair for pair in scored if pair[0]["row"] == name), None)
+        if match is not None and all(match[0] is not reference[0] for reference in references):
+            references.append(match)
+    return [
+        _paired_with(reference, scored, metrics, best_baseline=bool(baselines) and index == 0)
+        for index, reference in enumerate(references)
+    ]
+
+
+def _paired_with(
+    reference: tuple[dict[str, Any], dict[str, Any]], scored: list[tuple[dict[str, Any], dict[str, Any]]], metrics: tuple[str, ...], best_baseline: bool
+) -> dict[str, Any]:
+    """Each other row minus `reference`, request by request: the mean difference and its interval."""
+    summary_of_reference, reference_values = reference
     compared = []
     for summary, values in scored:
-        if summary is reference or values["requests"] != reference_values["requests"]:
+        if summary is summary_of_reference or values["requests"] != reference_values["requests"]:
             continue
-        differences = {m: paired_bootstrap(values[m], reference_values[m]).as_dict() for m in metrics}
-        compared.append({"row": summary["row"], **differences})
-    return {"reference": reference["row"], "metrics": list(metrics), "resamples": RESAMPLES, "confidence": CONFIDENCE, "rows": compared}
+        compared.append({"row": summary["row"], **{m: paired_bootstrap(values[m], reference_values[m]).as_dict() for m in metrics}})
+    return {
+        "reference": summary_of_reference["row"],
+        "best_baseline": best_baseline,
+        "metrics": list(metrics),
+        "resamples": RESAMPLES,
+        "confidence": CONFIDENCE,
+        "rows": compared,
+    }
 
 
 def _or_lowest(value: float | None) -> float:
@@ -431,7 +464,8 @@ def results_markdown(results: dict[str, Any]) -> str:
                 + f" | {tokens} | {latency} | {row['train_s_mean']:.0f} | {_seeds_cell(row)} |"
             )
         lines.append("")
-        lines += _paired_table(results.get("paired", {}).get(protocol))
+        for comparison in results.get("paired", {}).get(protocol, []):
+            lines += _paired_table(comparison)
     lines += [
         "Mean ± sample standard deviation (n - 1) over the seeds. A deterministic row (the heuristics,"
         " LightGBM's LambdaMART without bagging) gives the same model for every seed: its std is 0.",
@@ -443,13 +477,14 @@ def results_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _paired_table(paired: dict[str, Any] | None) -> list[str]:
-    """Rows against the best baseline, request by request (nothing when no row kept its values)."""
-    if not paired or not paired["rows"]:
+def _paired_table(paired: dict[str, Any]) -> list[str]:
+    """Rows against one reference row, request by request (nothing when no other row kept its values)."""
+    if not paired["rows"]:
         return []
     metrics, n = paired["metrics"], paired["rows"][0][paired["metrics"][0]]["n"]
+    reference = f"the best baseline, {paired['reference']}" if paired["best_baseline"] else paired["reference"]
     lines = [
-        f"Paired with the best baseline, {paired['reference']}, request by request (each row's seeds averaged per"
+        f"Paired with {reference}, request by request (each row's seeds averaged per"
         f" request): the mean difference and its {paired['confidence']:.0%} bootstrap interval over the {n} test"
         f" requests ({paired['resamples']} resamples). Rows whose files predate per-request values are not listed.",
         "",
