@@ -112,8 +112,9 @@ def main() -> None:
             if LossTotals is None:
                 batch_loss(model, builder, examples, 1.0).backward()
             else:
+                totals = LossTotals.of(examples)  # the whole batch's, as the trainer averages every group's loss
                 for group in length_groups(examples):
-                    batch_loss(model, builder, group, 1.0, LossTotals.of(examples)).backward()
+                    batch_loss(model, builder, group, 1.0, totals).backward()
             model.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - step_started)
         timed = times[args.warmup :]
