@@ -361,3 +361,41 @@ def test_an_llm_row_fits_by_training_and_saves_its_checkpoint(tmp_path: Path, ll
     assert [r.ranking for r in loaded.rank(test, mode="first_token")] == [r.ranking for r in ranker.rank(test, mode="first_token")]
     with pytest.raises(DataError, match="exists and is not empty"):
         ranker.save(data)
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _paired(reference: str, rows: dict[str, float]) -> dict:
+    return {"reference": reference, "rows": [
+        {"row": name, "ndcg@3": {"mean": value, "low": value - 0.01, "high": value + 0.01, "n": 9}} for name, value in rows.items()
+    ]}
+
+
+def test_ablation_table_puts_each_part_against_the_full_model_of_its_mode() -> None:
+    script = _load_script("ablation_table")
+    results = {
+        "rows": [{"row": "LLM4PR w/o FA", "protocol": "input", "seeds": [0, 1, 2]},
+                 {"row": "LLM4PR w/o FA (first_token)", "protocol": "input", "seeds": [0, 1, 2]}],
+        "paired": {"input": [
+            _paired("DLCM", {"LLM4PR w/o FA": 0.5}),  # not a full-model reference: ignored
+            # each reference also lists the other mode's twin: only the same mode's counts
+            _paired("LLM4PR", {"LLM4PR w/o FA": -0.02, "LLM4PR w/o FA (first_token)": 0.3, "LLM4PR (first_token)": 0.1}),
+            _paired("LLM4PR (first_token)", {"LLM4PR w/o FA": 0.4, "LLM4PR w/o FA (first_token)": -0.03}),
+        ]},
+    }
+    lines = script.ablation_table(results).splitlines()
+    assert lines[0] == "| without | input, `generate` | input, `first_token` | seeds |"
+    assert lines[2] == "| FA | -0.0200 [-0.0300, -0.0100] | -0.0300 [-0.0400, -0.0200] | 3 |"
+    assert len(lines) == 3
+    with pytest.raises(SystemExit, match="'mrr@3' is not paired"):
+        script.ablation_table(results, "mrr@3")
+    with pytest.raises(SystemExit, match="no ablation row"):
+        script.ablation_table({"rows": [], "paired": {"input": [_paired("DLCM", {"LTR-DNN": 0.0})]}})
