@@ -12,6 +12,7 @@ from llm4pr.benchmarks.comparison import Benchmark, BenchmarkConfig, results_mar
 from llm4pr.data.config_files import deep_merge
 from llm4pr.cli import main
 from llm4pr.data.errors import DataError
+from tests.scripts import load_script
 from tests.toy import write_toy_data
 
 FIXTURE = Path(__file__).parent / "fixtures" / "movielens" / "grouplens-100k"
@@ -363,16 +364,6 @@ def test_an_llm_row_fits_by_training_and_saves_its_checkpoint(tmp_path: Path, ll
         ranker.save(data)
 
 
-def _load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _paired(reference: str, rows: dict[str, float]) -> dict:
     return {"reference": reference, "rows": [
         {"row": name, "ndcg@3": {"mean": value, "low": value - 0.01, "high": value + 0.01, "n": 9}} for name, value in rows.items()
@@ -380,7 +371,7 @@ def _paired(reference: str, rows: dict[str, float]) -> dict:
 
 
 def test_ablation_table_puts_each_part_against_the_full_model_of_its_mode() -> None:
-    script = _load_script("ablation_table")
+    script = load_script("ablation_table")
     results = {
         "rows": [{"row": "LLM4PR w/o FA", "protocol": "input", "seeds": [0, 1, 2]},
                  {"row": "LLM4PR w/o FA (first_token)", "protocol": "input", "seeds": [0, 1, 2]}],

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
@@ -12,6 +10,7 @@ from llm4pr.data.errors import DataError
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.evaluation.evaluate import check_run, evaluate_run, format_report_table
 from llm4pr.rankers.base import InitialOrderRanker
+from tests.scripts import load_script
 from tests.toy import toy_requests
 
 
@@ -147,11 +146,7 @@ def test_format_report_table_shows_undefined_metrics_as_na() -> None:
 
 
 def test_combine_with_order_spans_the_model_and_the_given_order() -> None:
-    path = Path(__file__).resolve().parents[1] / "scripts" / "combine_with_order.py"
-    spec = importlib.util.spec_from_file_location("combine_with_order", path)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("combine_with_order")
     requests = toy_requests(4, n_candidates=5, seed=2)
     # The model's scores reverse the given order: its ranking is the given one backwards.
     run = [RankResult(request_id=r.request_id, ranking=r.candidate_ids[::-1], scores=[5.0, 4.0, 3.0, 2.0, 1.0]) for r in requests]
