@@ -168,6 +168,27 @@ def test_row_and_seed_filters_run_a_part_and_report_the_whole(
     assert len(ran) == 4
 
 
+def test_a_costly_row_runs_only_its_own_seeds(tmp_path: Path, llm_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = yaml.safe_load(write_config(tmp_path, llm_config).read_text())
+    for row in raw["rows"]:
+        row["seeds"] = [1] if row["name"] == "PTPR" else None
+    config_path = tmp_path / "fewer.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(Benchmark, "_run_row", lambda self, protocol, row, seed: fake_result(protocol, row, seed))
+    out = tmp_path / "out"
+    results = Benchmark(BenchmarkConfig.load(config_path), out, progress=False).run()
+    assert results["complete"] and sorted(path.name for path in (out / "rows" / "input" / "ptpr").iterdir()) == ["seed1.json"]
+    rows = {(r["protocol"], r["row"]): r for r in results["rows"]}
+    assert rows[("input", "PTPR")]["seeds"] == [1] and rows[("input", "PTPR")]["fewer_seeds"]
+    assert rows[("input", "LLM4PR")]["seeds"] == [0, 1] and not rows[("input", "LLM4PR")]["fewer_seeds"]
+    markdown = (out / "results.md").read_text()
+    assert "| PTPR | no |" in markdown and "| 1† |" in markdown and "† runs fewer seeds than the benchmark's 2" in markdown
+    raw["rows"][0]["seeds"] = [0, 5]
+    config_path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DataError, match=r"row 'ranking-stage order': seeds \[5\] are not among the benchmark's seeds \[0, 1\]"):
+        BenchmarkConfig.load(config_path)
+
+
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"rows": [{"name": "x", "baseline": "initial", "llm4pr": "c.yaml"}]}))

@@ -69,6 +69,12 @@ class RowConfig(BaseModel):
         description="rank the test requests as a rerank call sends them (each candidate's text only, data/rerank.py): "
         "what /v1 and /v2 rerank answer; training is unchanged (an LLM row shares its run with the same recipe's rows)",
     )
+    seeds: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        description="this row's seeds, some of the benchmark's (None: all of them): a row too costly to train for every seed; "
+        "results.md marks it",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> "RowConfig":
@@ -105,6 +111,18 @@ class BenchmarkConfig(BaseModel):
         if unknown:
             raise ValueError(f"paired_with: no row named {', '.join(map(repr, unknown))} (rows: {', '.join(names)})")
         return self
+
+    @model_validator(mode="after")
+    def _row_seeds_are_benchmark_seeds(self) -> "BenchmarkConfig":
+        for row in self.rows:
+            extra = [seed for seed in row.seeds or [] if seed not in self.seeds]
+            if extra:
+                raise ValueError(f"row '{row.name}': seeds {extra} are not among the benchmark's seeds {self.seeds}")
+        return self
+
+    def row_seeds(self, row: RowConfig) -> list[int]:
+        """The seeds a row runs, in the benchmark's order."""
+        return [seed for seed in self.seeds if row.seeds is None or seed in row.seeds]
 
     @model_validator(mode="after")
     def _one_dataset(self) -> "BenchmarkConfig":
@@ -194,11 +212,20 @@ class Benchmark:
         seed (soft-prompt rows before the all-text ones, whose prompts are ~10x longer), so that an
         interrupted benchmark has whole baseline rows and one seed of every LLM row before it
         spends time on further seeds."""
-        baselines = [(p, row, seed) for p in self.config.protocols for row in self.config.rows if row.baseline for seed in self.config.seeds]
+        baselines = [
+            (p, row, seed) for p in self.config.protocols for row in self.config.rows if row.baseline for seed in self.config.row_seeds(row)
+        ]
         llm_rows = [row for row in self.config.rows if row.llm4pr]
         text_prompts = {row.name: self._training_config(row, 0, "input").model.prompt_style == "text" for row in llm_rows}
         groups = [[row for row in llm_rows if text_prompts[row.name] == text] for text in (False, True)]
-        llm = [(p, row, seed) for seed in self.config.seeds for group in groups for p in self.config.protocols for row in group]
+        llm = [
+            (p, row, seed)
+            for seed in self.config.seeds
+            for group in groups
+            for p in self.config.protocols
+            for row in group
+            if seed in self.config.row_seeds(row)
+        ]
         return baselines + llm
 
     def selected_jobs(self, rows: list[str] | None = None, seeds: list[int] | None = None) -> list[tuple[Protocol, RowConfig, int]]:
@@ -228,7 +255,7 @@ class Benchmark:
     def _reused(self, protocol: Protocol, row: RowConfig, seed: int) -> dict[str, Any] | None:
         """An LLM row that trains nothing (the zero-shot LLM) gives the same ranking for every seed:
         later seeds repeat the first seed's result instead of re-scoring the test split."""
-        first = self.config.seeds[0]
+        first = self.config.row_seeds(row)[0]
         if row.llm4pr is None or seed == first or self._training_config(row, seed, protocol).trains:
             return None
         source = self._result_path(protocol, row, first)
@@ -310,9 +337,8 @@ class Benchmark:
         for protocol in self.config.protocols:
             summarised = []
             for row in self.config.rows:
-                seeds = [
-                    _read(self._result_path(protocol, row, seed)) for seed in self.config.seeds if self._result_path(protocol, row, seed).is_file()
-                ]
+                paths = [self._result_path(protocol, row, seed) for seed in self.config.row_seeds(row)]
+                seeds = [_read(path) for path in paths if path.is_file()]
                 if seeds:
                     summarised.append((_summarise(protocol, row, seeds, self.config.tabled_metrics), seeds))
             rows += [summary for summary, _ in summarised]
@@ -354,6 +380,7 @@ def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]], metri
         "kind": "baseline" if row.baseline else "llm",
         "seeds": [s["seed"] for s in seeds],
         "runs": sum("same_as_seed" not in s for s in seeds),  # < len(seeds) for rows that train nothing
+        "fewer_seeds": row.seeds is not None,  # a costly row run on some of the benchmark's seeds
         "per_seed": {str(s["seed"]): s["metrics"] for s in seeds},
         "mean": {},
         "std": {},
@@ -473,6 +500,9 @@ def results_markdown(results: dict[str, Any]) -> str:
     ]
     if any(_one_run_for_all_seeds(row) for row in results["rows"]):
         lines += ["\\* trains nothing, so one run serves every seed (its ranking does not depend on the seed).", ""]
+    if any(row.get("fewer_seeds") for row in results["rows"]):
+        seeds = results["config"]["seeds"]
+        lines += [f"† runs fewer seeds than the benchmark's {len(seeds)} (the row's `seeds` in the config): a costly row.", ""]
     lines += [_cost_line(results["rows"]), ""]
     return "\n".join(lines)
 
@@ -520,7 +550,7 @@ def _one_run_for_all_seeds(row: dict[str, Any]) -> bool:
 
 
 def _seeds_cell(row: dict[str, Any]) -> str:
-    return f"{len(row['seeds'])}{'*' if _one_run_for_all_seeds(row) else ''}"
+    return f"{len(row['seeds'])}{'*' if _one_run_for_all_seeds(row) else ''}{'†' if row.get('fewer_seeds') else ''}"
 
 
 def plot_results(results: dict[str, Any], path: Path) -> None:
