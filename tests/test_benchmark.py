@@ -199,6 +199,30 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         BenchmarkConfig.load(path)
 
 
+def test_a_row_with_modes_is_one_row_per_mode(tmp_path: Path) -> None:
+    path = tmp_path / "modes.yaml"
+    ablation = {"llm4pr": "c.yaml", "overrides": {"adaptation": {"steps": 0}}}
+    path.write_text(yaml.safe_dump({"rows": [{"name": "order", "baseline": "initial"},
+                                             {"name": "w/o FA", "modes": ["generate", "first_token"], **ablation}]}))
+    rows = BenchmarkConfig.load(path).rows
+    assert [(row.name, row.mode) for row in rows] == [("order", "generate"), ("w/o FA", "generate"), ("w/o FA (first_token)", "first_token")]
+    assert rows[1].overrides == rows[2].overrides == ablation["overrides"]  # the same recipe: one training run
+    path.write_text(yaml.safe_dump({"rows": [{"name": "x", "llm4pr": "c.yaml", "mode": "first_token", "modes": ["generate"]}]}))
+    with pytest.raises(DataError, match="row 'x': give 'mode' \\(one row\\) or 'modes' \\(a row per mode\\), not both"):
+        BenchmarkConfig.load(path)
+    path.write_text(yaml.safe_dump({"rows": [{"name": "x", "llm4pr": "c.yaml", "modes": ["generate", "generate"]}]}))
+    with pytest.raises(DataError, match="row 'x': 'modes' must be a list of distinct inference modes"):
+        BenchmarkConfig.load(path)
+    path.write_text(yaml.safe_dump({"rows": [{"name": "x", "llm4pr": "c.yaml", "modes": ["generate", "sampling"]}]}))
+    with pytest.raises(DataError, match="row 'x': unknown inference modes \\['sampling'\\] in 'modes' \\(known: generate, first_token\\)"):
+        BenchmarkConfig.load(path)
+    # two rows whose files would land in one folder
+    path.write_text(yaml.safe_dump({"rows": [{"name": "LLM4PR (first_token)", "llm4pr": "c.yaml", "mode": "first_token"},
+                                             {"name": "LLM4PR", "modes": ["generate", "first_token"], "llm4pr": "c.yaml"}]}))
+    with pytest.raises(DataError, match="rows 'LLM4PR \\(first_token\\)' and 'LLM4PR \\(first_token\\)' share one results folder name"):
+        BenchmarkConfig.load(path)
+
+
 def test_deep_merge_and_markdown() -> None:
     assert deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
     row = {"row": "r", "protocol": "input", "signals": False, "kind": "baseline", "seeds": [0], "train_s_mean": 1.0,

@@ -25,10 +25,10 @@ import re
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from llm4pr.provenance import git_commit, provenance
@@ -103,6 +103,42 @@ class BenchmarkConfig(BaseModel):
         default_factory=list,
         description="rows that every row is also paired with, request by request, besides the best baseline (e.g. the first stage's order)",
     )
+
+    @field_validator("rows", mode="before")
+    @classmethod
+    def _one_row_per_mode(cls, rows: Any) -> Any:
+        """A row given `modes` stands for one row per inference mode, all ranking with the same
+        training run: the first mode keeps the name, each other one adds its own, in brackets
+        ("LLM4PR w/o FA" and "LLM4PR w/o FA (first_token)")."""
+        if not isinstance(rows, list):
+            return rows
+        expanded = []
+        for row in rows:
+            if not isinstance(row, dict) or "modes" not in row:
+                expanded.append(row)
+                continue
+            name, modes = row.get("name", "?"), row["modes"]
+            if "mode" in row:
+                raise ValueError(f"row '{name}': give 'mode' (one row) or 'modes' (a row per mode), not both")
+            if not isinstance(modes, list) or not modes or len(set(modes)) != len(modes):
+                raise ValueError(f"row '{name}': 'modes' must be a list of distinct inference modes, got {modes!r}")
+            unknown = [mode for mode in modes if mode not in get_args(ServedMode)]
+            if unknown:
+                raise ValueError(f"row '{name}': unknown inference modes {unknown} in 'modes' (known: {', '.join(get_args(ServedMode))})")
+            plain = {key: value for key, value in row.items() if key != "modes"}
+            for i, mode in enumerate(modes):
+                expanded.append({**plain, "mode": mode, "name": name if i == 0 else f"{name} ({mode})"})
+        return expanded
+
+    @model_validator(mode="after")
+    def _unique_row_names(self) -> "BenchmarkConfig":
+        """Row files live under the row's slug: two names with one slug would overwrite each other."""
+        seen: dict[str, str] = {}
+        for row in self.rows:
+            if slug(row.name) in seen:
+                raise ValueError(f"rows '{seen[slug(row.name)]}' and '{row.name}' share one results folder name ({slug(row.name)!r}): rename one")
+            seen[slug(row.name)] = row.name
+        return self
 
     @model_validator(mode="after")
     def _paired_rows_exist(self) -> "BenchmarkConfig":
