@@ -154,6 +154,8 @@ class BenchmarkConfig(BaseModel):
             extra = [seed for seed in row.seeds or [] if seed not in self.seeds]
             if extra:
                 raise ValueError(f"row '{row.name}': seeds {extra} are not among the benchmark's seeds {self.seeds}")
+            if row.seeds is not None and set(row.seeds) == set(self.seeds):
+                row.seeds = None  # every seed: not a row with fewer
         return self
 
     def row_seeds(self, row: RowConfig) -> list[int]:
