@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llm4pr.benchmarks.comparison import Benchmark, BenchmarkConfig, results_markdown
+from llm4pr.benchmarks.comparison import Benchmark
+from llm4pr.benchmarks.config import BenchmarkConfig
+from llm4pr.benchmarks.report import results_markdown
 from llm4pr.data.config_files import deep_merge
 from llm4pr.cli import main
 from llm4pr.data.errors import DataError

@@ -14,178 +14,39 @@ MovieLens tables), 10 for text re-ranking (as BEIR reports it).
 
 Each (protocol, row, seed) result is written to its own file as soon as it is done, so an
 interrupted benchmark resumes without redoing finished rows; LLM training runs resume too.
+The config file's model is in `benchmarks/config.py`, the tables made from the row files in
+`benchmarks/report.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
+from llm4pr.benchmarks.config import BenchmarkConfig, Protocol, RowConfig, slug
+from llm4pr.benchmarks.report import paired_comparisons, plot_results, results_markdown, summarise_row
 from llm4pr.provenance import git_commit, provenance
-from llm4pr.data.config_files import deep_merge, load_yaml_model
+from llm4pr.data.config_files import deep_merge
 from llm4pr.data.errors import DataError
 from llm4pr.data.jsonl import read_requests, write_json, write_jsonl
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.rerank import RerankUnsupported, as_rerank_call, rerank_text_feature
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.evaluation.evaluate import evaluate_run
-from llm4pr.evaluation.metrics import Cutoffs
-from llm4pr.evaluation.significance import CONFIDENCE, RESAMPLES, paired_bootstrap
 from llm4pr.io import atomic_write_text
 from llm4pr.rankers.base import FittableRanker, ServedMode
 
 if TYPE_CHECKING:
     from llm4pr.inference.ranker import LLM4PRRanker
 
-Protocol = Literal["input", "ranking_stage"]
 DATA_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "schema.json")
-TABLED_METRICS = ("ndcg", "mrr")  # evaluated at every cutoff of `metrics_at`, and tabled
-
-
-class RowConfig(BaseModel):
-    """One row of the table: a baseline (by registry name) or an LLM4PR training config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    baseline: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict, description="baseline constructor arguments")
-    llm4pr: Path | None = Field(default=None, description="training config (YAML) of an LLM row, relative to the working directory")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the training config")
-    mode: ServedMode = Field(default="generate", description="an LLM row's inference mode (a baseline has one ranking)")
-    signals: bool = Field(default=False, description="consume the ranking-stage score and embeddings as features")
-    rerank_calls: bool = Field(
-        default=False,
-        description="rank the test requests as a rerank call sends them (each candidate's text only, data/rerank.py): "
-        "what /v1 and /v2 rerank answer; training is unchanged (an LLM row shares its run with the same recipe's rows)",
-    )
-    seeds: list[int] | None = Field(
-        default=None,
-        min_length=1,
-        description="this row's seeds, some of the benchmark's (None: all of them): a row too costly to train for every seed; "
-        "results.md marks it",
-    )
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> "RowConfig":
-        if (self.baseline is None) == (self.llm4pr is None):
-            raise ValueError(f"row '{self.name}': give exactly one of 'baseline' or 'llm4pr'")
-        return self
-
-
-class BenchmarkConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    source: str = Field(default="recbole", description="MovieLens source for `llm4pr data prepare movielens` (not with `data`)")
-    data: Path | None = Field(default=None, description="a prepared data folder (`llm4pr data prepare ...`) instead of MovieLens")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    protocols: list[Protocol] = Field(default_factory=lambda: ["input", "ranking_stage"], min_length=1)
-    max_train_requests: int | None = Field(default=None, gt=0, description="subsample the training split (all rows)")
-    max_test_requests: int | None = Field(default=None, gt=0)
-    ranking_stage_folds: int = Field(default=5, ge=2)
-    latency_requests: int = Field(default=50, ge=1, description="requests timed one by one for LLM rows")
-    metrics_at: Cutoffs = Field(default_factory=lambda: [3, 5], description="cutoffs k of the NDCG@k and MRR@k evaluated and tabled")
-    protocol_overrides: dict[Protocol, dict[str, Any]] = Field(
-        default_factory=dict, description="deep-merged into every LLM row's training config under that protocol"
-    )
-    rows: list[RowConfig] = Field(min_length=1)
-    paired_with: list[str] = Field(
-        default_factory=list,
-        description="rows that every row is also paired with, request by request, besides the best baseline (e.g. the first stage's order)",
-    )
-
-    @field_validator("rows", mode="before")
-    @classmethod
-    def _one_row_per_mode(cls, rows: Any) -> Any:
-        """A row given `modes` stands for one row per inference mode, all ranking with the same
-        training run: the first mode keeps the name, each other one adds its own, in brackets
-        ("LLM4PR w/o FA" and "LLM4PR w/o FA (first_token)")."""
-        if not isinstance(rows, list):
-            return rows
-        expanded = []
-        for row in rows:
-            if not isinstance(row, dict) or "modes" not in row:
-                expanded.append(row)
-                continue
-            name, modes = row.get("name", "?"), row["modes"]
-            if "mode" in row:
-                raise ValueError(f"row '{name}': give 'mode' (one row) or 'modes' (a row per mode), not both")
-            if not isinstance(modes, list) or not modes or len(set(modes)) != len(modes):
-                raise ValueError(f"row '{name}': 'modes' must be a list of distinct inference modes, got {modes!r}")
-            unknown = [mode for mode in modes if mode not in get_args(ServedMode)]
-            if unknown:
-                raise ValueError(f"row '{name}': unknown inference modes {unknown} in 'modes' (known: {', '.join(get_args(ServedMode))})")
-            plain = {key: value for key, value in row.items() if key != "modes"}
-            for i, mode in enumerate(modes):
-                expanded.append({**plain, "mode": mode, "name": name if i == 0 else f"{name} ({mode})"})
-        return expanded
-
-    @model_validator(mode="after")
-    def _unique_row_names(self) -> "BenchmarkConfig":
-        """Row files live under the row's slug: two names with one slug would overwrite each other."""
-        seen: dict[str, str] = {}
-        for row in self.rows:
-            if slug(row.name) in seen:
-                raise ValueError(f"rows '{seen[slug(row.name)]}' and '{row.name}' share one results folder name ({slug(row.name)!r}): rename one")
-            seen[slug(row.name)] = row.name
-        return self
-
-    @model_validator(mode="after")
-    def _paired_rows_exist(self) -> "BenchmarkConfig":
-        names = [row.name for row in self.rows]
-        unknown = [name for name in self.paired_with if name not in names]
-        if unknown:
-            raise ValueError(f"paired_with: no row named {', '.join(map(repr, unknown))} (rows: {', '.join(names)})")
-        return self
-
-    @model_validator(mode="after")
-    def _row_seeds_are_benchmark_seeds(self) -> "BenchmarkConfig":
-        for row in self.rows:
-            extra = [seed for seed in row.seeds or [] if seed not in self.seeds]
-            if extra:
-                raise ValueError(f"row '{row.name}': seeds {extra} are not among the benchmark's seeds {self.seeds}")
-            if row.seeds is not None and set(row.seeds) == set(self.seeds):
-                row.seeds = None  # every seed: not a row with fewer
-        return self
-
-    def row_seeds(self, row: RowConfig) -> list[int]:
-        """The seeds a row runs, in the benchmark's order."""
-        return [seed for seed in self.seeds if row.seeds is None or seed in row.seeds]
-
-    @model_validator(mode="after")
-    def _one_dataset(self) -> "BenchmarkConfig":
-        if self.data is not None and "source" in self.model_fields_set:
-            raise ValueError("give 'source' (MovieLens, prepared by the benchmark) or 'data' (a prepared folder), not both")
-        return self
-
-    @property
-    def tabled_metrics(self) -> tuple[str, ...]:
-        """The table's columns, metric by metric: ("ndcg@3", "ndcg@5", "mrr@3", "mrr@5") by default."""
-        return tuple(f"{metric}@{k}" for metric in TABLED_METRICS for k in self.metrics_at)
-
-    @property
-    def paired_metrics(self) -> tuple[str, ...]:
-        """The metrics kept per test request and compared row against row: each tabled metric at
-        the first cutoff ("ndcg@3", "mrr@3")."""
-        return tuple(f"{metric}@{self.metrics_at[0]}" for metric in TABLED_METRICS)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "BenchmarkConfig":
-        return load_yaml_model(cls, path, "benchmark config")
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 class Benchmark:
@@ -378,9 +239,9 @@ class Benchmark:
                 paths = [self._result_path(protocol, row, seed) for seed in self.config.row_seeds(row)]
                 seeds = [_read(path) for path in paths if path.is_file()]
                 if seeds:
-                    summarised.append((_summarise(protocol, row, seeds, self.config.tabled_metrics), seeds))
+                    summarised.append((summarise_row(protocol, row, seeds, self.config.tabled_metrics), seeds))
             rows += [summary for summary, _ in summarised]
-            comparisons = _paired_comparisons(summarised, self.config.paired_metrics, self.config.paired_with)
+            comparisons = paired_comparisons(summarised, self.config.paired_metrics, self.config.paired_with)
             if comparisons:
                 paired[protocol] = comparisons
         pending = [
@@ -410,33 +271,6 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _summarise(protocol: str, row: RowConfig, seeds: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "row": row.name,
-        "protocol": protocol,
-        "signals": row.signals,
-        "kind": "baseline" if row.baseline else "llm",
-        "seeds": [s["seed"] for s in seeds],
-        "runs": sum("same_as_seed" not in s for s in seeds),  # < len(seeds) for rows that train nothing
-        "fewer_seeds": row.seeds is not None,  # a costly row run on some of the benchmark's seeds
-        "per_seed": {str(s["seed"]): s["metrics"] for s in seeds},
-        "mean": {},
-        "std": {},
-        "train_s_mean": round(statistics.fmean(s["train_s"] for s in seeds), 1),
-        "wall_s_total": round(sum(s.get("wall_s", 0.0) for s in seeds), 1),
-        "wall_s_unrecorded": sum("wall_s" not in s for s in seeds),  # row files written before wall_s existed
-    }
-    for metric in metrics:
-        values = [s["metrics"][metric] for s in seeds if s["metrics"].get(metric) is not None]
-        summary["mean"][metric] = round(statistics.fmean(values), 4) if values else None
-        summary["std"][metric] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
-    for key in ("mean_input_tokens", "latency_p50_ms"):
-        values = [s[key] for s in seeds if key in s]
-        if values:
-            summary[key] = round(statistics.fmean(values), 2)
-    return summary
-
-
 def _per_request_values(requests: list[PostRankRequest], values: dict[str, dict[str, float | None]], metrics: tuple[str, ...]) -> dict[str, Any]:
     """Each paired metric per test request, in the test file's order, under a digest of the request
     ids: what another row's values are paired with."""
@@ -445,183 +279,12 @@ def _per_request_values(requests: list[PostRankRequest], values: dict[str, dict[
     return {"requests": digest, **{m: [None if (v := values[i][m]) is None else round(v, 4) for i in ids] for m in metrics}}
 
 
-def _seed_mean_per_request(seeds: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, Any] | None:
-    """A row's per-request values averaged over its seeds; None when a seed's file has none (written
-    before they were kept) or the seeds saw different requests."""
-    kept = [seed.get("per_request") for seed in seeds]
-    if any(k is None or any(m not in k for m in metrics) for k in kept) or len({k["requests"] for k in kept}) != 1:  # type: ignore[index]
-        return None
-    means: dict[str, Any] = {"requests": kept[0]["requests"]}  # type: ignore[index]
-    for metric in metrics:
-        columns = zip(*(k[metric] for k in kept))  # type: ignore[index]
-        means[metric] = [None if None in values else statistics.fmean(values) for values in columns]
-    return means
-
-
-def _paired_comparisons(
-    summarised: list[tuple[dict[str, Any], list[dict[str, Any]]]], metrics: tuple[str, ...], named: list[str]
-) -> list[dict[str, Any]]:
-    """Every row with per-request values paired with the best baseline that has them (by the first
-    metric's mean), then with each `named` row that has them."""
-    scored = [(summary, values) for summary, seeds in summarised if (values := _seed_mean_per_request(seeds, metrics))]
-    baselines = [(summary, values) for summary, values in scored if summary["kind"] == "baseline"]
-    references = [max(baselines, key=lambda pair: _or_lowest(pair[0]["mean"][metrics[0]]))] if baselines else []
-    for name in named:
-        match = next((pair for pair in scored if pair[0]["row"] == name), None)
-        if match is not None and all(match[0] is not reference[0] for reference in references):
-            references.append(match)
-    return [
-        _paired_with(reference, scored, metrics, best_baseline=bool(baselines) and index == 0)
-        for index, reference in enumerate(references)
-    ]
-
-
-def _paired_with(
-    reference: tuple[dict[str, Any], dict[str, Any]], scored: list[tuple[dict[str, Any], dict[str, Any]]], metrics: tuple[str, ...], best_baseline: bool
-) -> dict[str, Any]:
-    """Each other row minus `reference`, request by request: the mean difference and its interval."""
-    summary_of_reference, reference_values = reference
-    compared = []
-    for summary, values in scored:
-        if summary is summary_of_reference or values["requests"] != reference_values["requests"]:
-            continue
-        compared.append({"row": summary["row"], **{m: paired_bootstrap(values[m], reference_values[m]).as_dict() for m in metrics}})
-    return {
-        "reference": summary_of_reference["row"],
-        "best_baseline": best_baseline,
-        "metrics": list(metrics),
-        "resamples": RESAMPLES,
-        "confidence": CONFIDENCE,
-        "rows": compared,
-    }
-
-
-def _or_lowest(value: float | None) -> float:
-    return -math.inf if value is None else value
-
-
 def _as_rerank_calls(requests: list[PostRankRequest], schema: FeatureSchema, row: str) -> list[PostRankRequest]:
     try:
         feature = rerank_text_feature(schema)
     except RerankUnsupported as refusal:
         raise DataError(f"row '{row}': rerank_calls: this data cannot be sent as rerank calls: {refusal}") from None
     return [as_rerank_call(request, feature) for request in requests]
-
-
-def results_markdown(results: dict[str, Any]) -> str:
-    metrics = _tabled(results["rows"])
-    lines = []
-    if results.get("pending"):
-        runs = sum(len(r["seeds"]) for r in results["rows"])
-        lines += [f"**Incomplete:** {runs} runs done, {len(results['pending'])} pending (listed in results.json).", ""]
-    for protocol in dict.fromkeys(r["protocol"] for r in results["rows"]):
-        lines += [f"### Candidate order: {protocol}", ""]
-        lines.append("| row | signals | " + " | ".join(metrics) + " | input tokens | p50 ms | train s | seeds |")
-        lines.append("|---|---|" + "---|" * len(metrics) + "---|---|---|---|")
-        for row in (r for r in results["rows"] if r["protocol"] == protocol):
-            cells = [
-                f"{row['mean'][m]:.4f} ± {row['std'][m]:.4f}" if row["mean"][m] is not None else "n/a" for m in metrics
-            ]
-            tokens = f"{row['mean_input_tokens']:.0f}" if "mean_input_tokens" in row else ""
-            latency = f"{row['latency_p50_ms']:.0f}" if "latency_p50_ms" in row else ""
-            lines.append(
-                f"| {row['row']} | {'yes' if row['signals'] else 'no'} | " + " | ".join(cells)
-                + f" | {tokens} | {latency} | {row['train_s_mean']:.0f} | {_seeds_cell(row)} |"
-            )
-        lines.append("")
-        for comparison in results.get("paired", {}).get(protocol, []):
-            lines += _paired_table(comparison)
-    lines += [
-        "Mean ± sample standard deviation (n - 1) over the seeds. A deterministic row (the heuristics,"
-        " LightGBM's LambdaMART without bagging) gives the same model for every seed: its std is 0.",
-        "",
-    ]
-    if any(_one_run_for_all_seeds(row) for row in results["rows"]):
-        lines += ["\\* trains nothing, so one run serves every seed (its ranking does not depend on the seed).", ""]
-    if any(row.get("fewer_seeds") for row in results["rows"]):
-        seeds = results["config"]["seeds"]
-        lines += [f"† runs fewer seeds than the benchmark's {len(seeds)} (the row's `seeds` in the config): a costly row.", ""]
-    lines += [_cost_line(results["rows"]), ""]
-    return "\n".join(lines)
-
-
-def _paired_table(paired: dict[str, Any]) -> list[str]:
-    """Rows against one reference row, request by request (nothing when no other row kept its values)."""
-    if not paired["rows"]:
-        return []
-    metrics, n = paired["metrics"], paired["rows"][0][paired["metrics"][0]]["n"]
-    reference = f"the best baseline, {paired['reference']}" if paired["best_baseline"] else paired["reference"]
-    lines = [
-        f"Paired with {reference}, request by request (each row's seeds averaged per"
-        f" request): the mean difference and its {paired['confidence']:.0%} bootstrap interval over the {n} test"
-        f" requests ({paired['resamples']} resamples). Rows whose files predate per-request values are not listed.",
-        "",
-        "| row | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
-        "|---|" + "---|" * len(metrics),
-    ]
-    for row in paired["rows"]:
-        cells = [f"{row[m]['mean']:+.4f} [{row[m]['low']:+.4f}, {row[m]['high']:+.4f}]" for m in metrics]
-        lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def _tabled(rows: list[dict[str, Any]]) -> list[str]:
-    """The metric columns, as the summaries hold them (the config's `metrics_at`, metric by metric)."""
-    return list(rows[0]["mean"]) if rows else []
-
-
-def _cost_line(rows: list[dict[str, Any]]) -> str:
-    """The benchmark's total cost, as its row files recorded it."""
-    training = sum(row["train_s_mean"] * row.get("runs", len(row["seeds"])) for row in rows) / 3600
-    wall = sum(row.get("wall_s_total", 0.0) for row in rows) / 3600
-    unrecorded = sum(row.get("wall_s_unrecorded", len(row["seeds"])) for row in rows)
-    runs = sum(len(row["seeds"]) for row in rows)
-    return (
-        f"Cost: {training:.1f} h of training summed over the runs (a row that shares another row's training run, as"
-        f" `first_token` does, counts it again); {wall:.1f} h of wall time for the {runs - unrecorded} of {runs} runs"
-        " that record it (fit, rank, latency probe). Each row file's provenance names its machine."
-    )
-
-
-def _one_run_for_all_seeds(row: dict[str, Any]) -> bool:
-    return row.get("runs", len(row["seeds"])) < len(row["seeds"])
-
-
-def _seeds_cell(row: dict[str, Any]) -> str:
-    return f"{len(row['seeds'])}{'*' if _one_run_for_all_seeds(row) else ''}{'†' if row.get('fewer_seeds') else ''}"
-
-
-def plot_results(results: dict[str, Any], path: Path) -> None:
-    """The first tabled metric (NDCG at the first cutoff) per row (mean, with the spread over seeds),
-    one panel per protocol, one shared axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    protocols = list(dict.fromkeys(r["protocol"] for r in results["rows"]))
-    rows_per_panel = max(sum(r["protocol"] == p for r in results["rows"]) for p in protocols)
-    fig, axes = plt.subplots(1, len(protocols), figsize=(7 * len(protocols), 0.45 * max(rows_per_panel, 4) + 1.8), squeeze=False, sharex=True)
-    metric = _tabled(results["rows"])[0]
-    scored = [r for r in results["rows"] if r["mean"][metric] is not None]
-    means = [r["mean"][metric] for r in scored]
-    for ax, protocol in zip(axes[0], protocols, strict=True):
-        rows = [r for r in scored if r["protocol"] == protocol]
-        ax.barh(
-            [r["row"] + (" *" if r["signals"] else "") for r in rows],
-            [r["mean"][metric] for r in rows],
-            xerr=[r["std"][metric] for r in rows],
-            color=["tab:orange" if r["kind"] == "llm" else "tab:blue" for r in rows],
-        )
-        ax.invert_yaxis()
-        ax.set_xlabel(f"{metric.upper()} on the test split (mean over seeds)")
-        ax.set_title(f"candidate order: {protocol}")
-    if means:
-        axes[0][0].set_xlim(max(min(means) - 0.02, 0.0), min(max(means) + 0.02, 1.0))
-    fig.suptitle("* uses the ranking-stage signals; orange: LLM rows; bars: spread over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def benchmark_command(config_path: Path, out: Path, rows: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
