@@ -239,7 +239,7 @@ class Benchmark:
                 paths = [self._result_path(protocol, row, seed) for seed in self.config.row_seeds(row)]
                 seeds = [_read(path) for path in paths if path.is_file()]
                 if seeds:
-                    summarised.append((summarise_row(protocol, row, seeds, self.config.tabled_metrics), seeds))
+                    summarised.append((summarise_row(protocol, row, seeds, self.config.tabled_metrics, self.config.runs_fewer_seeds(row)), seeds))
             rows += [summary for summary, _ in summarised]
             comparisons = paired_comparisons(summarised, self.config.paired_metrics, self.config.paired_with)
             if comparisons:

@@ -119,13 +119,15 @@ class BenchmarkConfig(BaseModel):
             extra = [seed for seed in row.seeds or [] if seed not in self.seeds]
             if extra:
                 raise ValueError(f"row '{row.name}': seeds {extra} are not among the benchmark's seeds {self.seeds}")
-            if row.seeds is not None and set(row.seeds) == set(self.seeds):
-                row.seeds = None  # every seed: not a row with fewer
         return self
 
     def row_seeds(self, row: RowConfig) -> list[int]:
         """The seeds a row runs, in the benchmark's order."""
         return [seed for seed in self.seeds if row.seeds is None or seed in row.seeds]
+
+    def runs_fewer_seeds(self, row: RowConfig) -> bool:
+        """Whether a costly row leaves out some of the benchmark's seeds (marked † in the table)."""
+        return len(self.row_seeds(row)) < len(self.seeds)
 
     @model_validator(mode="after")
     def _one_dataset(self) -> "BenchmarkConfig":

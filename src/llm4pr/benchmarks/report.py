@@ -12,7 +12,9 @@ from llm4pr.benchmarks.config import RowConfig
 from llm4pr.evaluation.significance import CONFIDENCE, RESAMPLES, paired_bootstrap
 
 
-def summarise_row(protocol: str, row: RowConfig, seeds: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, Any]:
+def summarise_row(
+    protocol: str, row: RowConfig, seeds: list[dict[str, Any]], metrics: tuple[str, ...], fewer_seeds: bool
+) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "row": row.name,
         "protocol": protocol,
@@ -20,7 +22,7 @@ def summarise_row(protocol: str, row: RowConfig, seeds: list[dict[str, Any]], me
         "kind": "baseline" if row.baseline else "llm",
         "seeds": [s["seed"] for s in seeds],
         "runs": sum("same_as_seed" not in s for s in seeds),  # < len(seeds) for rows that train nothing
-        "fewer_seeds": row.seeds is not None,  # a costly row run on some of the benchmark's seeds
+        "fewer_seeds": fewer_seeds,  # a costly row run on some of the benchmark's seeds
         "per_seed": {str(s["seed"]): s["metrics"] for s in seeds},
         "mean": {},
         "std": {},
