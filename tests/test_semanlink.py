@@ -126,6 +126,35 @@ def test_a_request_as_a_rerank_call_keeps_only_the_document_text(all_test: tuple
     assert (bare.query, bare.user.id, bare.user.features, bare.history) == (request.query, "anonymous", {}, [])
 
 
+def test_a_bare_call_gets_the_bm25_score_of_its_own_documents() -> None:
+    """A rerank call sends no first-stage score: `with_first_stage_estimate` computes one over the
+    call's documents (more query words, and rarer ones, score higher; none scores 0); a request
+    that carries the score keeps it."""
+    from llm4pr.data.requests import Item, PostRankRequest, User
+    from llm4pr.data.rerank import with_first_stage_estimate
+
+    texts = ["graph neural networks", "cooking pasta at home", "graph graph theory", "the of and"]
+    bare = PostRankRequest(
+        request_id="r", query="graph networks", user=User(id="anonymous"), candidates=[Item(id=str(i), features={"text": t}) for i, t in enumerate(texts)]
+    )
+    scores = [c.features["first_stage_score"] for c in with_first_stage_estimate(bare, "first_stage_score", "text").candidates]
+    assert scores[0] > scores[2] > 0 and scores[1] == scores[3] == 0.0  # both words beat one word twice
+    scored = bare.model_copy(update={"candidates": [bare.candidates[0].model_copy(update={"features": {"text": texts[0], "first_stage_score": 7.0}}), *bare.candidates[1:]]})
+    assert with_first_stage_estimate(scored, "first_stage_score", "text") is scored
+    stop_words = bare.model_copy(update={"candidates": [Item(id="a", features={"text": "the of"}), Item(id="b", features={})]})
+    assert [c.features["first_stage_score"] for c in with_first_stage_estimate(stop_words, "first_stage_score", "text").candidates] == [0.0, 0.0]
+
+
+def test_only_a_numerical_item_feature_can_hold_the_estimate(all_test: tuple[Path, dict[str, Any]]) -> None:
+    from llm4pr.data.rerank import check_first_stage_feature
+
+    schema = FeatureSchema.load(all_test[0] / "schema.json")
+    check_first_stage_feature(schema, "first_stage_score")
+    for name in ("title", "no_such_feature"):
+        with pytest.raises(ValueError, match=f"model.first_stage_bm25: '{name}' is not a numerical item feature of the schema \\(those: first_stage_score\\)"):
+            check_first_stage_feature(schema, name)
+
+
 def test_requests_hold_labels_texts_and_the_tag_label(all_test: tuple[Path, dict[str, Any]]) -> None:
     out, _ = all_test
     papers = {paper["arxiv_num"]: paper for paper in _papers()}

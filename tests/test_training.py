@@ -193,6 +193,36 @@ def test_rerank_ratio_shows_text_requests_as_rerank_calls(tiny_train_config: Tra
     assert Trainer(toy, toy_data_dir, tmp_path / "toy", progress=False)._rerank_feature is None  # user features: never rerank-shaped
 
 
+def test_first_stage_bm25_estimates_the_score_of_bare_examples(tiny_train_config: TrainConfigFactory, tmp_path: Path) -> None:
+    """Under `model.first_stage_bm25` a bare (rerank-shaped) example is shown with the BM25 score of
+    its query over its own documents, as a served rerank call will be; the checkpoint keeps the
+    option, so the ranker estimates it too; a feature that cannot hold it is refused."""
+    from llm4pr.data.rerank import as_rerank_call, with_first_stage_estimate
+    from llm4pr.data.semanlink import prepare_semanlink
+    from llm4pr.model.request_prompts import RequestPrompter
+
+    data = tmp_path / "semanlink"
+    prepare_semanlink(Path(__file__).parent / "fixtures" / "semanlink", data, split_ratio=(1.0, 0.0, 0.0), pseudo_queries=True)
+    model = {**tiny_train_config().model.model_dump(mode="json"), "embed_ids": False, "max_history": 0, "first_stage_bm25": "first_stage_score"}
+    stage = {"steps": 1, "batch_size": 8, "auxiliary_ratio": 0.0, "rerank_ratio": 1.0}
+    config = tiny_train_config(model=model, adaptation={"steps": 0}, post_rank=stage)
+    trainer = Trainer(config, data, tmp_path / "run", progress=False)
+    builder = PromptBuilder(tiny_backbone()[1], model["identifiers"])
+    factory = ExampleFactory(builder, trainer.schema, 0, shuffle_candidates=False, first_stage_bm25="first_stage_score")
+    by_query = {r.query: r for r in read_requests(data / "train.jsonl")}
+    for example in trainer._post_rank_batch(factory, 0):
+        shown = example.inputs.candidates
+        assert all(set(c.features) == {"text", "first_stage_score"} for c in shown)
+        bare = as_rerank_call(by_query[example.inputs.query], "text")
+        expected = {c.id: c.features["first_stage_score"] for c in with_first_stage_estimate(bare, "first_stage_score", "text").candidates}
+        assert {c.id: c.features["first_stage_score"] for c in shown} == {c.id: expected[c.id] for c in shown}
+    trainer.run()
+    ranker = LLM4PRRanker.from_pretrained(tmp_path / "run")
+    assert ranker.prompter.first_stage_bm25 == "first_stage_score"
+    with pytest.raises(ValueError, match="'title' is not a numerical item feature"):
+        RequestPrompter(builder, trainer.schema, 0, first_stage_bm25="title")
+
+
 def test_rerank_given_order_keeps_the_first_stage_order_of_bare_examples(tiny_train_config: TrainConfigFactory, tmp_path: Path) -> None:
     """Candidates are shuffled in training, except rerank-shaped examples under
     `rerank_given_order`: a rerank call's documents arrive in the first stage's order."""

@@ -6,7 +6,8 @@ candidate whose only feature is the schema's first item text feature, and the se
 anonymous user without features or history. A text re-ranking set prepared with more (a
 first-stage score, a title) trains a model that leans on them; shown bare documents, it ranks
 worse than the first stage (docs/decisions.md). Training on a share of requests in this form,
-and validating on it, is what makes one checkpoint answer both.
+and validating on it, is what makes one checkpoint answer both; a model may also estimate the
+missing first-stage score from the call itself (`with_first_stage_estimate`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from llm4pr.data.bm25 import BM25
 from llm4pr.data.requests import Item, PostRankRequest, User
 from llm4pr.data.schema import FeatureKind, FeatureSchema
 
@@ -22,6 +24,37 @@ ANONYMOUS_USER = "anonymous"  # the searcher of a text re-ranking request: known
 
 class RerankUnsupported(ValueError):
     """A schema whose checkpoint cannot rank bare text documents; the message says why."""
+
+
+def first_item_text_feature(schema: FeatureSchema) -> str | None:
+    """The item feature a document's text goes in: the schema's first item `text` feature."""
+    return next((spec.name for spec in schema.for_owner("item") if spec.kind is FeatureKind.text), None)
+
+
+def check_first_stage_feature(schema: FeatureSchema, feature: str) -> None:
+    """Raise ValueError unless `feature` can hold an estimated first-stage score: a numerical item
+    feature, in a schema with an item text feature to compute it from (`model.first_stage_bm25`)."""
+    spec = schema.spec("item", feature)
+    if spec is None or spec.kind is not FeatureKind.numerical:
+        numerical = [s.name for s in schema.for_owner("item") if s.kind is FeatureKind.numerical]
+        raise ValueError(f"model.first_stage_bm25: {feature!r} is not a numerical item feature of the schema (those: {', '.join(numerical) or 'none'})")
+    if first_item_text_feature(schema) is None:
+        raise ValueError("model.first_stage_bm25: the schema has no item text feature to compute BM25 over")
+
+
+def with_first_stage_estimate(request: PostRankRequest, score_feature: str, text_feature: str) -> PostRankRequest:
+    """`request` with every candidate's `score_feature` set to the BM25 score of the query over the
+    candidates' `text_feature` (the request's own documents as the corpus), when no candidate
+    carries the feature: a rerank call sends no first-stage score, and a model trained with one
+    leans on it. A request in which any candidate has the score is returned unchanged."""
+    if any(item.features.get(score_feature) is not None for item in request.candidates):
+        return request
+    texts = [item.features.get(text_feature) for item in request.candidates]
+    scores = BM25([text if isinstance(text, str) else "" for text in texts]).scores(request.query)
+    candidates = [
+        item.model_copy(update={"features": {**item.features, score_feature: score}}) for item, score in zip(request.candidates, scores, strict=True)
+    ]
+    return request.model_copy(update={"candidates": candidates})
 
 
 def rerank_text_feature(schema: FeatureSchema) -> str:
@@ -33,7 +66,7 @@ def rerank_text_feature(schema: FeatureSchema) -> str:
     checkpoint refuses rerank calls instead of answering nonsense. Other item features (e.g. a
     first-stage score) are simply absent.
     """
-    feature = next((spec.name for spec in schema.for_owner("item") if spec.kind is FeatureKind.text), None)
+    feature = first_item_text_feature(schema)
     if feature is None:
         raise RerankUnsupported("needs an item feature of kind 'text' for the documents; this checkpoint's schema has none: use /v1/post-rank")
     user_features = [spec.name for spec in schema.for_owner("user")]

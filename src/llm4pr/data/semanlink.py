@@ -59,13 +59,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from llm4pr.data.bm25 import BM25, BM25_B, BM25_K1
 from llm4pr.data.converters import InputFile, RowProblems, SPLITS, finish, write_splits
 from llm4pr.data.download import locate
 from llm4pr.data.errors import DataError
@@ -80,10 +79,11 @@ TAG_PREFIX = "http://www.semanlink.net/tag/"
 EXCLUDED_TAGS = ("arxiv_doc",)
 DEFAULT_DEPTH = 20
 DEFAULT_SPLIT_RATIO = (0.5, 0.2, 0.3)
-BM25_K1, BM25_B = 0.9, 0.4
 RECALL_DEPTHS = (10, 20, 30, 50, 100)
-SCORE_DECIMALS = 4
-BM25_INSTALL = "pip install 'llm4pr[data]'"
+FIRST_STAGE_DESCRIPTION = (
+    f"BM25 ({{versions}}; Lucene's formula, k1 {BM25_K1}, b {BM25_B}) over arxiv_title + arxiv_summary, "
+    "lower-cased words of 2+ characters, English stop words removed, Snowball English stemming"
+)
 DESCRIBED_ABSTRACT_CHARS = 200  # about 40 tokens: all-text prompts of 20 candidates stay near 1,300 tokens
 PSEUDO_QUERY_PREFIX = "title:"
 
@@ -127,7 +127,7 @@ def prepare_semanlink(
     papers = load_papers(arxiv.path)
     all_tags = _load_json(tags.path, dict, "an object (tag URI -> tag)")
     queries, excluded = build_queries(papers, all_tags, tags.path)
-    first_stage = BM25FirstStage([f"{paper.title} {paper.abstract}" for paper in papers])
+    first_stage = BM25([f"{paper.title} {paper.abstract}" for paper in papers])
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,7 @@ def prepare_semanlink(
         protocol={
             "request": "one per tag carried by a paper, except " + ", ".join(EXCLUDED_TAGS) + "; query = the tag's prefLabel",
             "split": f"per query: a uniform draw from sha256('{seed}:<request id>') cut at split_ratio {list(ratio)} (train, valid, test)",
-            "first_stage": first_stage.description(),
+            "first_stage": FIRST_STAGE_DESCRIPTION.format(versions=BM25.versions()),
             "candidates": f"the first stage's top {depth} with a score above 0, best first, ties in {ARXIV_FILE} order",
             "label": "1 if the paper carries the tag, else 0",
             "missed_relevant": "relevant papers outside the candidates are not added; recall is under counts.first_stage",
@@ -277,46 +277,6 @@ def build_queries(papers: list[Paper], tags: dict[str, Any], tags_path: Path) ->
     return queries, excluded
 
 
-class BM25FirstStage:
-    """BM25 over a fixed list of texts (bm25s), returning every matching text best first."""
-
-    def __init__(self, texts: list[str]) -> None:
-        try:
-            import bm25s
-            import Stemmer
-        except ImportError as exc:
-            raise DataError(f"the Semanlink first stage needs bm25s and PyStemmer: {BM25_INSTALL} ({exc})") from exc
-        # bm25s sets its logger to DEBUG, which would print a line to every run's stderr.
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
-        self._bm25s = bm25s
-        self._stemmer = Stemmer.Stemmer("english")
-        corpus = bm25s.tokenize(texts, stopwords="en", stemmer=self._stemmer, show_progress=False)
-        self._vocab = corpus.vocab
-        self._retriever = bm25s.BM25(method="lucene", k1=BM25_K1, b=BM25_B)
-        self._retriever.index(corpus, show_progress=False)
-        self._size = len(texts)
-
-    def rank(self, query: str) -> list[tuple[int, float]]:
-        """(text position, score) for every text scoring above 0, best first, ties by position."""
-        tokens = self._bm25s.tokenize(
-            [query], stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False
-        )[0]
-        tokens = [token for token in tokens if token in self._vocab]
-        if not tokens:
-            return []
-        scores = self._retriever.get_scores(tokens)
-        ranked = sorted((position for position in range(self._size) if scores[position] > 0), key=lambda p: (-scores[p], p))
-        return [(position, round(float(scores[position]), SCORE_DECIMALS)) for position in ranked]
-
-    @staticmethod
-    def description() -> str:
-        versions = ", ".join(f"{name} {_version(name)}" for name in ("bm25s", "PyStemmer"))
-        return (
-            f"BM25 ({versions}; Lucene's formula, k1 {BM25_K1}, b {BM25_B}) over arxiv_title + arxiv_summary, "
-            "lower-cased words of 2+ characters, English stop words removed, Snowball English stemming"
-        )
-
-
 class _Stats:
     """Counts per split and the first stage's recall, gathered as the requests are produced."""
 
@@ -379,7 +339,7 @@ class TitleQueries:
     more training lists than the ~150 training tags give, without reading any tag."""
 
     def __init__(self, papers: list[Paper], depth: int) -> None:
-        first_stage = BM25FirstStage([paper.abstract for paper in papers])
+        first_stage = BM25([paper.abstract for paper in papers])
         self.requests: list[dict[str, Any]] = []
         left_out = first = 0
         for position, paper in enumerate(papers):
@@ -472,13 +432,6 @@ def _label(entry: Any, uri: str, path: Path) -> str:
 
 def _number(score: float) -> int | float:
     return int(score) if float(score).is_integer() else score
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "(version unknown)"
 
 
 def _json_type(value: Any) -> str:

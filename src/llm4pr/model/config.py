@@ -59,6 +59,12 @@ class ModelConfig(BaseModel):
         "candidates, missing flag): the match a bi-encoder ranks by, which QIA does not write as such "
         "(model/request_context.py, docs/decisions.md)",
     )
+    first_stage_bm25: str | None = Field(
+        default=None,
+        description="a numerical item feature holding the first stage's score (e.g. first_stage_score): in a request "
+        "where no candidate carries it (a /v1 or /v2 rerank call), it is set to the BM25 score of the query over "
+        "the candidates' first text feature, the request's own documents as the corpus (data/rerank.py, docs/decisions.md)",
+    )
     candidate_prior: bool = Field(
         default=True,
         description="add a linear read-out of each candidate's soft token to its identifier's logit at every "

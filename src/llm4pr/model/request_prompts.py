@@ -2,8 +2,9 @@
 
 Training examples (main and auxiliary task) and the ranker must show a request to the model in
 exactly the same way, or the model is served prompts it was not trained on: the user's most recent
-`max_history` history items, the candidates at the given positions in the given order, and for
-all-text prompts (PTPR, `prompt_style="text"`) every entity described in words. This module is
+`max_history` history items, the candidates at the given positions in the given order, their
+first-stage score estimated where a request carries none (`first_stage_bm25`: rerank calls), and
+for all-text prompts (PTPR, `prompt_style="text"`) every entity described in words. This module is
 the only code that decides what is shown; `prompts.PromptBuilder` lays it out. A main-task
 training example is therefore the inference prompt of the same request and order, with its answer.
 """
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llm4pr.data.requests import PostRankRequest
+from llm4pr.data.rerank import check_first_stage_feature, first_item_text_feature, with_first_stage_estimate
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import EntityTexts, Prompt, PromptBuilder, entity_texts
@@ -27,11 +29,18 @@ class RequestPrompter:
     schema: FeatureSchema
     max_history: int
     prompt_style: str = "soft"  # `ModelConfig.prompt_style`: "soft" tokens or "text" (PTPR)
+    first_stage_bm25: str | None = None  # `ModelConfig.first_stage_bm25`
+
+    def __post_init__(self) -> None:
+        if self.first_stage_bm25 is not None:
+            check_first_stage_feature(self.schema, self.first_stage_bm25)
 
     @classmethod
     def for_model(cls, model: LLM4PRModel, builder: PromptBuilder) -> RequestPrompter:
-        """The prompts `model` was trained with (its config's history length and prompt style)."""
-        return cls(builder, model.schema, model.config.max_history, model.config.prompt_style)
+        """The prompts `model` was trained with (its config's history length, prompt style and
+        first-stage estimate)."""
+        config = model.config
+        return cls(builder, model.schema, config.max_history, config.prompt_style, config.first_stage_bm25)
 
     def main_task(
         self, request: PostRankRequest, order: Sequence[int], target_order: Sequence[int] | None = None
@@ -52,6 +61,8 @@ class RequestPrompter:
         return prompt, inputs
 
     def _shown(self, request: PostRankRequest, order: Sequence[int]) -> tuple[PromptInputs, EntityTexts | None]:
+        if self.first_stage_bm25 is not None:  # over all of the request's candidates, whichever are shown
+            request = with_first_stage_estimate(request, self.first_stage_bm25, first_item_text_feature(self.schema) or "")
         history = list(request.history[-self.max_history :]) if self.max_history else []
         candidates = [request.candidates[position] for position in order]
         inputs = PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates)

@@ -59,8 +59,9 @@ class ExampleFactory:
         shuffle_candidates: bool,
         prompt_style: str = "soft",
         random_ties: bool = False,
+        first_stage_bm25: str | None = None,
     ) -> None:
-        self.prompter = RequestPrompter(builder, schema, max_history, prompt_style)
+        self.prompter = RequestPrompter(builder, schema, max_history, prompt_style, first_stage_bm25)
         self.shuffle_candidates = shuffle_candidates
         self.random_ties = random_ties
 

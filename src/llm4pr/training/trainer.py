@@ -311,6 +311,7 @@ class Trainer:
             shuffle_candidates=self.config.post_rank.shuffle_candidates,
             prompt_style=self.config.model.prompt_style,
             random_ties=self.config.post_rank.random_ties,
+            first_stage_bm25=self.config.model.first_stage_bm25,
         )
         post_rank = self.config.post_rank
         rates = (post_rank.prior_learning_rate, post_rank.position_learning_rate) if stage == "post_rank" else (None, None)
