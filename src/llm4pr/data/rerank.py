@@ -31,15 +31,17 @@ def first_item_text_feature(schema: FeatureSchema) -> str | None:
     return next((spec.name for spec in schema.for_owner("item") if spec.kind is FeatureKind.text), None)
 
 
-def check_first_stage_feature(schema: FeatureSchema, feature: str) -> None:
-    """Raise ValueError unless `feature` can hold an estimated first-stage score: a numerical item
-    feature, in a schema with an item text feature to compute it from (`model.first_stage_bm25`)."""
+def check_first_stage_feature(schema: FeatureSchema, feature: str) -> str:
+    """The item text feature to compute `feature`'s estimate from (`model.first_stage_bm25`). Raises
+    ValueError unless `feature` is a numerical item feature and the schema has an item text feature."""
     spec = schema.spec("item", feature)
     if spec is None or spec.kind is not FeatureKind.numerical:
         numerical = [s.name for s in schema.for_owner("item") if s.kind is FeatureKind.numerical]
         raise ValueError(f"model.first_stage_bm25: {feature!r} is not a numerical item feature of the schema (those: {', '.join(numerical) or 'none'})")
-    if first_item_text_feature(schema) is None:
+    text_feature = first_item_text_feature(schema)
+    if text_feature is None:
         raise ValueError("model.first_stage_bm25: the schema has no item text feature to compute BM25 over")
+    return text_feature
 
 
 def with_first_stage_estimate(request: PostRankRequest, score_feature: str, text_feature: str) -> PostRankRequest:

@@ -12,10 +12,10 @@ training example is therefore the inference prompt of the same request and order
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llm4pr.data.requests import PostRankRequest
-from llm4pr.data.rerank import check_first_stage_feature, first_item_text_feature, with_first_stage_estimate
+from llm4pr.data.rerank import check_first_stage_feature, with_first_stage_estimate
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.model.llm4pr import LLM4PRModel, PromptInputs
 from llm4pr.model.prompts import EntityTexts, Prompt, PromptBuilder, entity_texts
@@ -30,10 +30,11 @@ class RequestPrompter:
     max_history: int
     prompt_style: str = "soft"  # `ModelConfig.prompt_style`: "soft" tokens or "text" (PTPR)
     first_stage_bm25: str | None = None  # `ModelConfig.first_stage_bm25`
+    _estimate_from: str | None = field(init=False, default=None)  # the text feature it is computed over
 
     def __post_init__(self) -> None:
-        if self.first_stage_bm25 is not None:
-            check_first_stage_feature(self.schema, self.first_stage_bm25)
+        if self.first_stage_bm25 is not None:  # resolved (and checked) once, not on every prompt
+            object.__setattr__(self, "_estimate_from", check_first_stage_feature(self.schema, self.first_stage_bm25))
 
     @classmethod
     def for_model(cls, model: LLM4PRModel, builder: PromptBuilder) -> RequestPrompter:
@@ -61,8 +62,8 @@ class RequestPrompter:
         return prompt, inputs
 
     def _shown(self, request: PostRankRequest, order: Sequence[int]) -> tuple[PromptInputs, EntityTexts | None]:
-        if self.first_stage_bm25 is not None:  # over all of the request's candidates, whichever are shown
-            request = with_first_stage_estimate(request, self.first_stage_bm25, first_item_text_feature(self.schema) or "")
+        if self.first_stage_bm25 is not None and self._estimate_from is not None:  # over all the request's candidates
+            request = with_first_stage_estimate(request, self.first_stage_bm25, self._estimate_from)
         history = list(request.history[-self.max_history :]) if self.max_history else []
         candidates = [request.candidates[position] for position in order]
         inputs = PromptInputs(query=request.query, user=request.user, history=history, candidates=candidates)
