@@ -43,6 +43,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "initial": {},
     "bi_encoder": {"text_encoder": "hashing"},
     "item_quality": {"feature": "quality"},
+    "mf": {"factors": 8, "epochs": 30},
     "ltr_dnn": NEURAL,
     "lambdamart": {"text_encoder": "hashing", "text_dim": 8, "n_estimators": 50, "n_jobs": 1},
     "dlcm": NEURAL,
@@ -276,3 +277,65 @@ def test_ranking_stage_signals_and_order(split: Any) -> None:
     ranker = LambdaMARTRanker(**SETTINGS["lambdamart"]).fit(prepared_train, stage.schema)
     assert ranker.uses_ranking_stage_signals
     assert_permutations(prepared_test, ranker.rank(prepared_test))
+
+
+def taste_requests(n_users: int, pairs: Sequence[tuple[int, Sequence[int]]], rated: bool = True) -> list[PostRankRequest]:
+    """Two camps of users with opposite tastes over items 0-9: even users love items 0-4 (label 5)
+    and hate 5-9 (label 1), odd users the reverse, so every item's average is the same."""
+    requests = []
+    for user, items in pairs:
+        assert user < n_users
+        liked = (lambda i: i < 5) if user % 2 == 0 else (lambda i: i >= 5)
+        candidates = [{"id": f"i{i}", "features": {}, **({"label": 5.0 if liked(i) else 1.0} if rated else {})} for i in items]
+        requests.append(PostRankRequest.model_validate(
+            {"request_id": f"u{user}-{'-'.join(map(str, items))}", "query": "q", "user": {"id": f"u{user}", "features": {}},
+             "history": [], "candidates": candidates}
+        ))
+    return requests
+
+
+def test_matrix_factorisation_learns_each_users_taste_that_item_averages_cannot() -> None:
+    rng = random.Random(0)
+    train = taste_requests(20, [(u, rng.sample(range(10), 5)) for u in range(20) for _ in range(4)])
+    test = taste_requests(20, [(u, [0, 9, 1, 8, 2, 7]) for u in range(20)])
+    run = build_baseline("mf", factors=4, epochs=100, learning_rate=0.02, regularisation=0.01).fit(train, TOY_SCHEMA, seed=0).rank(test)
+    for request, result in zip(test, run, strict=True):
+        first_half = {"i0", "i1", "i2"} if request.user.id in {f"u{u}" for u in range(0, 20, 2)} else {"i7", "i8", "i9"}
+        assert set(result.ranking[:3]) == first_half, (request.user.id, result.ranking)
+    assert ndcg3(test, run) == pytest.approx(1.0)
+
+
+def test_matrix_factorisation_falls_back_to_item_biases_then_the_given_order() -> None:
+    from llm4pr.baselines.collaborative import labelled_pairs
+
+    train = taste_requests(4, [(0, [0, 1, 5]), (1, [0, 5, 6]), (2, [1, 2, 7])])
+    train[0] = train[0].model_copy(update={"history": [train[1].candidates[1].model_copy(update={"id": "i3"}),
+                                                       train[1].candidates[1].model_copy(update={"id": "i4", "label": None})]})
+    pairs = labelled_pairs(train)
+    assert pairs[("u0", "i3")] == 5.0 and ("u0", "i4") not in pairs  # a labelled history item counts, an unlabelled one not
+    ranker = build_baseline("mf", factors=2, epochs=5).fit(train, TOY_SCHEMA, seed=0)
+    newcomer = taste_requests(9, [(8, [0, 1, 5])])[0]  # an unknown user: mean + item bias
+    scores = ranker.score([newcomer])[0]
+    state = ranker._state
+    expected = [state["mean"][0] + state["item_bias"][list(state["items"]).index(i)] for i in ("i0", "i1", "i5")]
+    assert scores == pytest.approx(expected)
+    unknown = taste_requests(9, [(8, [30, 20, 10])])[0]  # nothing known: equal scores keep the given order
+    assert ranker.rank([unknown])[0].ranking == ["i30", "i20", "i10"]
+
+
+def test_matrix_factorisation_checks_its_arguments_and_labels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    with pytest.raises(ValueError, match="factors and epochs must be at least 1"):
+        build_baseline("mf", factors=0)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        build_baseline("mf", learning_rate=0.0)
+    with pytest.raises(ValueError, match="no labelled"):
+        build_baseline("mf").fit(taste_requests(2, [(0, [0, 1])], rated=False), TOY_SCHEMA)
+    train = taste_requests(4, [(u, [0, 1, 5, 6]) for u in range(4)])
+    ranker = build_baseline("mf", factors=2, epochs=5).fit(train, TOY_SCHEMA, seed=0)
+    ranker.save(tmp_path / "mf")
+    monkeypatch.setitem(sys.modules, "surprise", None)  # a saved model scores without scikit-surprise
+    assert load_baseline(tmp_path / "mf").score(train) == [pytest.approx(s) for s in ranker.score(train)]
+    with pytest.raises(ImportError, match=r"llm4pr\[baselines\]"):
+        build_baseline("mf").fit(train, TOY_SCHEMA)

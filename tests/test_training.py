@@ -393,8 +393,17 @@ def test_baseline_study_scores_the_validation_split(toy_data_dir: Path, tmp_path
     assert "unknown baseline 'nope'" in capsys.readouterr().err
     assert main(["study", "--baseline", "item_quality", "--data", str(toy_data_dir), "--name", "x", "--out", str(out)]) == 2
     assert "no numerical item feature 'avg_rating'" in capsys.readouterr().err  # the toy schema has none
-    assert main(["study", "--baseline", "item_quality", "--data", str(toy_data_dir), "--name", "x", "--set", "seed=1"]) == 2
-    assert "--baseline study takes none" in capsys.readouterr().err
+    # --set gives the baseline's constructor arguments (recorded, and in the command), --seed its fitting seed
+    argv = ["study", "--baseline", "lambdamart", "--data", str(toy_data_dir), "--name", "lm7", "--out", str(out), "--set", "num_leaves=7"]
+    assert main([*argv, "--seed", "2"]) == 0
+    record = json.loads((out / "lm7.json").read_text())
+    assert record["params"]["num_leaves"] == 7 and record["seed"] == 2
+    assert record["command"].endswith("--set num_leaves=7 --seed 2")
+    assert main(["study", "--baseline", "item_quality", "--data", str(toy_data_dir), "--name", "x", "--out", str(out), "--set", "seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert "study --baseline item_quality:" in err and "'seed'" in err  # not an argument of item_quality
+    assert main(["study", "--config", "c.yaml", "--data", str(toy_data_dir), "--name", "x", "--seed", "1"]) == 2
+    assert "--seed is for --baseline" in capsys.readouterr().err
 
 
 def assert_provenance(record: dict) -> None:  # type: ignore[type-arg]

@@ -495,9 +495,10 @@ def _add_study(commands: Commands) -> None:
     study.add_argument("--data", required=True, type=Path, help="prepared data folder (train.jsonl, valid.jsonl, schema.json)")
     study.add_argument("--name", required=True, help="the variant's name: its run folder and result file")
     study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                       help="what this variant changes (repeatable)")
+                       help="what this variant changes (repeatable): a training config key, or a --baseline's constructor argument (--set factors=50)")
     study.add_argument("--metrics-at", type=int, action="append", metavar="K",
                        help="--baseline: cutoffs of the metrics (repeatable; default 3 and 5; a recipe's come from its metrics_at)")
+    study.add_argument("--seed", type=int, default=None, help="--baseline: the fitting seed (default 0; a recipe's is --set seed=N)")
     study.add_argument("--runs", type=Path, default=Path("runs/studies"), help="where run folders go")
     study.add_argument("--out", type=Path, default=Path("benchmarks/results/studies"), help="where result files go")
     study.set_defaults(handler=_study)
@@ -507,12 +508,15 @@ def _study(args: argparse.Namespace) -> int:
     from llm4pr.benchmarks.study import run_baseline_study, run_study, study_summary
 
     if args.baseline is not None:
-        if args.overrides:
-            raise DataError("study --set changes a training config; a --baseline study takes none")
-        record = run_baseline_study(args.baseline, args.data, args.name, out_dir=args.out, metrics_at=args.metrics_at or (3, 5))
+        record = run_baseline_study(
+            args.baseline, args.data, args.name, out_dir=args.out, metrics_at=args.metrics_at or (3, 5), overrides=args.overrides,
+            seed=args.seed if args.seed is not None else 0,
+        )
     else:
         if args.metrics_at:
             raise DataError("study --metrics-at is for --baseline; a recipe's cutoffs are its metrics_at (--set metrics_at=[3,10])")
+        if args.seed is not None:
+            raise DataError("study --seed is for --baseline; a recipe's seed is its config's (--set seed=1)")
         record = run_study(args.config, args.data, args.name, args.overrides, runs_dir=args.runs, out_dir=args.out)
     print(study_summary(record))
     print(f"result: {args.out / (args.name + '.json')}")

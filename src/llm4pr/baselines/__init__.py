@@ -7,6 +7,7 @@ saved one back. See docs/baselines.md for losses and sizes.
 
 from llm4pr.baselines.base import Baseline, FeaturisedRanker, ScoringRanker, descending_order
 from llm4pr.baselines.bi_encoder import BiEncoderRanker
+from llm4pr.baselines.collaborative import MatrixFactorisationRanker
 from llm4pr.baselines.features import RANKING_STAGE_FEATURES, Featuriser, uses_ranking_stage_signals
 from llm4pr.baselines.heuristics import ItemQualityRanker, RankingStageOrderRanker
 from llm4pr.baselines.listwise import DLCMRanker, PRMRanker, Seq2SlateRanker, SetRankRanker
@@ -34,6 +35,7 @@ __all__ = [
     "ItemQualityRanker",
     "LTRDNNRanker",
     "LambdaMARTRanker",
+    "MatrixFactorisationRanker",
     "NeuralListRanker",
     "PRMRanker",
     "RankingStage",

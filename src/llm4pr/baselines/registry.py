@@ -10,6 +10,7 @@ from typing import Any
 
 from llm4pr.baselines.base import Baseline
 from llm4pr.baselines.bi_encoder import BiEncoderRanker
+from llm4pr.baselines.collaborative import MatrixFactorisationRanker
 from llm4pr.baselines.heuristics import ItemQualityRanker, RankingStageOrderRanker
 from llm4pr.baselines.listwise import DLCMRanker, PRMRanker, Seq2SlateRanker, SetRankRanker
 from llm4pr.baselines.ltr import LambdaMARTRanker, LTRDNNRanker
@@ -22,6 +23,7 @@ BASELINES: dict[str, type[Baseline]] = {
     "initial": RankingStageOrderRanker,
     "bi_encoder": BiEncoderRanker,
     "item_quality": ItemQualityRanker,
+    "mf": MatrixFactorisationRanker,
     "ltr_dnn": LTRDNNRanker,
     "lambdamart": LambdaMARTRanker,
     "dlcm": DLCMRanker,

@@ -70,9 +70,11 @@ def run_baseline_study(
     out_dir: Path = Path("benchmarks/results/studies"),
     seed: int = 0,
     metrics_at: Sequence[int] = (3, 5),
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Fit the baseline `baseline` on `data_dir`'s training split, score the whole validation split,
-    write `out_dir/name.json` and return its record."""
+    """Fit the baseline `baseline` (constructor arguments from `overrides`, "factors=50" as `--set`
+    takes them) on `data_dir`'s training split, score the whole validation split, write
+    `out_dir/name.json` and return its record."""
     from llm4pr.baselines import build_baseline
     from llm4pr.data.schema import FeatureSchema
     from llm4pr.evaluation.evaluate import evaluate_run
@@ -81,23 +83,27 @@ def run_baseline_study(
         cutoffs = list(check_cutoffs(metrics_at))
     except ValueError as exc:
         raise DataError(f"study --metrics-at: cutoffs must be >= 1 and distinct ({exc})") from None
+    params = parse_overrides(overrides)
     commit = git_commit()
     started = time.perf_counter()
     schema = FeatureSchema.load(data_dir / "schema.json")
     train = read_requests(data_dir / "train.jsonl", schema)
     valid = read_requests(data_dir / "valid.jsonl", schema)
     try:
-        ranker = build_baseline(baseline).fit(train, schema, None, seed)
-    except ValueError as exc:  # an unknown name, or a baseline the data's schema cannot feed
-        raise DataError(f"study --baseline: {exc}") from None
+        ranker = build_baseline(baseline, **params).fit(train, schema, None, seed)
+    except (TypeError, ValueError) as exc:  # an unknown name or argument, or a baseline the data's schema cannot feed
+        raise DataError(f"study --baseline {baseline}: {exc}") from None
     train_s = time.perf_counter() - started
     record = {
         "name": name,
         "command": shlex.join(
             ["llm4pr", "study", "--baseline", baseline, "--data", str(data_dir), "--name", name, "--out", str(out_dir)]
             + [word for k in cutoffs for word in ("--metrics-at", str(k))]
+            + [word for override in overrides for word in ("--set", override)]
+            + (["--seed", str(seed)] if seed else [])
         ),
         "baseline": baseline,
+        "params": ranker.params,
         "seed": seed,
         "data": str(data_dir),
         "validation": {"ranking": evaluate_run(valid, ranker.rank(valid), ks=cutoffs)},
