@@ -153,5 +153,12 @@ def test_combine_with_order_spans_the_model_and_the_given_order() -> None:
     assert [m.ranking for m in script.mix_with_order(requests, run, 0.0)] == [r.candidate_ids[::-1] for r in requests]
     assert [m.ranking for m in script.mix_with_order(requests, run, 1e6)] == [r.candidate_ids for r in requests]
     unscored = [RankResult(request_id=r.request_id, ranking=r.candidate_ids) for r in requests]
-    with pytest.raises(ValueError, match="has no scores"):
+    with pytest.raises(ValueError, match="the run has no scores"):
         script.mix_with_order(requests, unscored, 1.0)
+    # A reference run instead of the given order: its scores put the third candidate first
+    reference = [RankResult(request_id=r.request_id, ranking=r.candidate_ids, scores=[0.0, 1.0, 9.0, 2.0, 3.0]) for r in requests]
+    mixed = script.mix_with_order(requests, run, 1e6, reference)
+    assert [m.ranking for m in mixed] == [[r.candidate_ids[i] for i in (2, 4, 3, 1, 0)] for r in requests]
+    assert [m.ranking for m in script.mix_with_order(requests, run, 0.0, reference)] == [r.candidate_ids[::-1] for r in requests]
+    with pytest.raises(ValueError, match="the reference run has no scores"):
+        script.mix_with_order(requests, run, 1.0, unscored)
