@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
-LIBRARIES = ("llm4pr", "torch", "transformers", "peft", "accelerate", "numpy", "lightgbm", "fastapi", "uvicorn", "httpx")
+LIBRARIES = ("llm4pr", "torch", "transformers", "peft", "accelerate", "numpy", "lightgbm", "scikit-surprise", "fastapi", "uvicorn", "httpx")
 
 
 def libraries() -> dict[str, str]:
