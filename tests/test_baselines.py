@@ -337,5 +337,5 @@ def test_matrix_factorisation_checks_its_arguments_and_labels(monkeypatch: pytes
     ranker.save(tmp_path / "mf")
     monkeypatch.setitem(sys.modules, "surprise", None)  # a saved model scores without scikit-surprise
     assert load_baseline(tmp_path / "mf").score(train) == [pytest.approx(s) for s in ranker.score(train)]
-    with pytest.raises(ImportError, match=r"llm4pr\[baselines\]"):
+    with pytest.raises(DataError, match=r"needs scikit-surprise and pandas: pip install 'llm4pr\[baselines\]'"):
         build_baseline("mf").fit(train, TOY_SCHEMA)

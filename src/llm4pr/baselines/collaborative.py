@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from llm4pr.baselines.base import NotFittedError, ScoringRanker
+from llm4pr.data.errors import DataError
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureSchema
 
@@ -74,8 +75,8 @@ class MatrixFactorisationRanker(ScoringRanker):
         try:
             import pandas as pd
             from surprise import SVD, Dataset, Reader
-        except ImportError as exc:
-            raise ImportError(f"{self.name} needs scikit-surprise and pandas: {SURPRISE_INSTALL} ({exc})") from exc
+        except ImportError as exc:  # an optional extra: say how to install it, on the command line too
+            raise DataError(f"baseline {self.name} needs scikit-surprise and pandas: {SURPRISE_INSTALL} ({exc})") from exc
         pairs = labelled_pairs(train_requests)
         if not pairs:
             raise ValueError(f"{self.name}: the training requests hold no labelled (user, item) pair")
