@@ -31,18 +31,17 @@ from llm4pr.data.jsonl import read_requests, read_run, write_json
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.evaluation.evaluate import evaluate_run
 from llm4pr.provenance import git_commit, provenance
+from llm4pr.rankers.ensemble import standardised
 
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 1e6)
 
 
 def standardised_scores(request: PostRankRequest, result: RankResult, what: str) -> np.ndarray:
     """A run's scores of the request's candidates, in the request's order, standardised within it."""
-    if result.scores is None:
+    z = standardised(request, result)
+    if z is None:
         raise ValueError(f"request '{request.request_id}': the {what} has no scores (rank with --mode first_token)")
-    score_of = dict(zip(result.ranking, result.scores, strict=True))
-    scores = np.array([score_of[item_id] for item_id in request.candidate_ids], dtype=np.float64)
-    spread = scores.std()
-    return (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
+    return z
 
 
 def mix_with_order(

@@ -340,8 +340,9 @@ def _fit_baseline(args: argparse.Namespace) -> int:
 
 def _add_rank(commands: Commands) -> None:
     rank = commands.add_parser("rank", help="post-rank requests with a saved ranker: a checkpoint or a saved baseline (here, or on Ray)")
-    rank.add_argument("--checkpoint", required=True, type=Path,
-                      help="an llm4pr checkpoint or training run folder, or a saved baseline (llm4pr fit-baseline)")
+    rank.add_argument("--checkpoint", required=True, type=Path, nargs="+",
+                      help="an llm4pr checkpoint or training run folder, or a saved baseline (llm4pr fit-baseline); "
+                      "several: an ensemble ranking by their mean standardised first_token scores (--engine local)")
     rank.add_argument("--input", required=True, help="requests: a JSON-lines file; with --engine ray also a folder or glob of .jsonl/.parquet files")
     rank.add_argument("--output", required=True, type=Path, help="run file to write (JSON lines); with --engine ray a folder of shards")
     rank.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: Ray Data over a cluster or local Ray (docs/scaling.md)")
@@ -358,12 +359,14 @@ def _add_rank(commands: Commands) -> None:
 
 def _rank(args: argparse.Namespace) -> int:
     from llm4pr.data.jsonl import read_requests, write_jsonl
-    from llm4pr.loading import load_ranker
+    from llm4pr.loading import load_rankers
 
     config = _inference_config(args)
     if args.engine == "ray":
+        if len(args.checkpoint) > 1:
+            raise DataError("--engine ray ranks with one checkpoint; rank an ensemble with --engine local")
         return _rank_with_ray(args, config)
-    ranker = load_ranker(args.checkpoint, config, progress=True)
+    ranker = load_rankers(args.checkpoint, config, progress=True)
     requests = read_requests(args.input, ranker.schema)
     results = ranker.rank(requests)
     write_jsonl(args.output, results)
@@ -376,11 +379,12 @@ def _rank_with_ray(args: argparse.Namespace, config: InferenceConfig) -> int:
     from llm4pr.inference.ray_batch import rank_with_ray
     from llm4pr.rankers.saved import is_saved_ranker
 
-    if is_saved_ranker(args.checkpoint):
-        raise DataError(f"--engine ray ranks with llm4pr checkpoints; {args.checkpoint} is a saved baseline: rank it with --engine local")
+    (checkpoint,) = args.checkpoint
+    if is_saved_ranker(checkpoint):
+        raise DataError(f"--engine ray ranks with llm4pr checkpoints; {checkpoint} is a saved baseline: rank it with --engine local")
 
     count = rank_with_ray(
-        args.checkpoint, args.input, args.output, config, output_format=args.output_format, workers=args.workers,
+        checkpoint, args.input, args.output, config, output_format=args.output_format, workers=args.workers,
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, batch_size=args.ray_batch_size,
         address=args.ray_address,
     )
