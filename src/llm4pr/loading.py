@@ -18,7 +18,7 @@ from llm4pr.inference.config import InferenceConfig
 from llm4pr.inference.ranker import LLM4PRRanker
 from llm4pr.model.run_folder import resolve_checkpoint
 from llm4pr.rankers.base import Ranker
-from llm4pr.rankers.ensemble import ENSEMBLE_MODE, ScoreEnsemble
+from llm4pr.rankers.ensemble import ScoreEnsemble
 from llm4pr.rankers.saved import MANIFEST_FILE, is_saved_ranker
 
 
@@ -37,12 +37,11 @@ def load_ranker(path: str | Path, config: InferenceConfig | None = None, *, prog
 
 
 def load_rankers(paths: Sequence[str | Path], config: InferenceConfig | None = None, *, progress: bool = False) -> Ranker:
-    """One saved ranker, or several as a `ScoreEnsemble` (checkpoints then rank in `first_token`
-    mode, whatever `config` says: the ensemble averages scores)."""
+    """One saved ranker, or several as a `ScoreEnsemble` (whose members rank in `first_token` mode,
+    whatever `config` says: the ensemble averages scores)."""
     if len(paths) == 1:
         return load_ranker(paths[0], config, progress=progress)
-    member_config = (config or InferenceConfig()).model_copy(update={"mode": ENSEMBLE_MODE})
     try:
-        return ScoreEnsemble([load_ranker(path, member_config, progress=progress) for path in paths])
+        return ScoreEnsemble([load_ranker(path, config, progress=progress) for path in paths])
     except ValueError as exc:
         raise DataError(f"{', '.join(map(str, paths))}: {exc}") from None
