@@ -23,13 +23,8 @@ from llm4pr.baselines.features import Featuriser
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.features.text_encoder import BaseTextEncoder
-from llm4pr.rankers.base import Mode, Ranker, fallback_result
+from llm4pr.rankers.base import Mode, Ranker, descending_order, fallback_result
 from llm4pr.rankers.saved import RankerManifest, saving_ranker
-
-
-def descending_order(scores: Sequence[float] | np.ndarray) -> list[int]:
-    """Indices sorted by score, highest first; equal scores keep their input order (stable)."""
-    return [int(i) for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")]
 
 
 class NotFittedError(RuntimeError):

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol, Self, get_args
 
+import numpy as np
+
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
 
@@ -68,6 +70,11 @@ class FittableRanker(Ranker, Protocol):
     def save(self, folder: str | Path) -> None:
         """Write the fitted ranker to `folder`, in a form `llm4pr.loading.load_ranker` reads back."""
         ...
+
+
+def descending_order(scores: Sequence[float] | np.ndarray) -> list[int]:
+    """Indices sorted by score, highest first; equal scores keep their input order (stable)."""
+    return [int(i) for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")]
 
 
 def fallback_result(request: PostRankRequest, reason: str) -> RankResult:

@@ -19,7 +19,7 @@ import numpy as np
 
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
-from llm4pr.rankers.base import Mode, Ranker, fallback_result
+from llm4pr.rankers.base import Mode, Ranker, descending_order, fallback_result
 
 ENSEMBLE_MODE: Mode = "first_token"  # the one mode in which an LLM4PR member scores every candidate
 
@@ -67,7 +67,7 @@ class ScoreEnsemble(Ranker):
             reasons = "; ".join(result.error or "no scores" for result in results)
             return fallback_result(request, f"no member of the ensemble scored the request ({reasons})")
         mean = np.mean(scored, axis=0)
-        order = [int(i) for i in np.argsort(-mean, kind="stable")]
+        order = descending_order(mean)
         return RankResult(
             request_id=request.request_id,
             ranking=[request.candidate_ids[i] for i in order],
