@@ -113,10 +113,11 @@ class MatrixFactorisationRanker(ScoringRanker):
         user = self._users.get(request.user.id)
         user_bias = state["user_bias"][user] if user is not None else 0.0
         user_factors = state["user_factors"][user] if user is not None else None
+        user_score = float(state["mean"][0]) + user_bias  # what every candidate starts from
         scores = []
         for candidate in request.candidates:
             item = self._items.get(candidate.id)
-            score = float(state["mean"][0]) + user_bias
+            score = user_score
             if item is not None:
                 score += state["item_bias"][item]
                 if user_factors is not None:
