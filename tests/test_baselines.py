@@ -41,6 +41,7 @@ torch.set_num_threads(1)
 NEURAL = {"text_encoder": "hashing", "text_dim": 8, "hidden": 32, "epochs": 8}
 SETTINGS: dict[str, dict[str, Any]] = {
     "initial": {},
+    "random": {},
     "bi_encoder": {"text_encoder": "hashing"},
     "item_quality": {"feature": "quality"},
     "mf": {"factors": 8, "epochs": 30},
@@ -51,7 +52,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "prm": NEURAL,
     "seq2slate": NEURAL,
 }
-LEARNED = [name for name in BASELINES if name not in ("initial", "bi_encoder")]  # the toy queries say nothing of the items
+LEARNED = [name for name in BASELINES if name not in ("initial", "random", "bi_encoder")]  # the toy queries say nothing of the items
 
 
 def ndcg3(requests: Sequence[PostRankRequest], run: Sequence[RankResult]) -> float:
@@ -106,6 +107,19 @@ def test_long_lists(name: str) -> None:
     settings = {**SETTINGS[name], "epochs": 2} if "epochs" in SETTINGS[name] else SETTINGS[name]
     ranker = build_baseline(name, **settings).fit(requests[:40], TOY_SCHEMA, valid_requests=requests[40:45])
     assert_permutations(requests[45:], ranker.rank(requests[45:]))
+
+
+def test_random_order_depends_on_the_seed_and_the_request_only(split: Any) -> None:
+    _, test = split
+    first = build_baseline("random").fit([], TOY_SCHEMA, seed=0)
+    rankings = [r.ranking for r in first.rank(test)]
+    assert [first.rank([request])[0].ranking for request in reversed(test)] == rankings[::-1]  # alone, in any order
+    assert [r.ranking for r in build_baseline("random").fit([], TOY_SCHEMA, seed=1).rank(test)] != rankings
+    assert rankings != [request.candidate_ids for request in test]
+    positions = np.asarray([[r.candidate_ids.index(i) for i in ranking] for r, ranking in zip(test, rankings, strict=True)])
+    assert np.abs(positions.mean(axis=0) - positions.mean()).max() < 1.5  # no position wins on average
+    with pytest.raises(NotFittedError):
+        build_baseline("random").rank(test)
 
 
 def test_setrank_is_permutation_invariant(fitted: dict[str, Any], split: Any) -> None:

@@ -303,6 +303,41 @@ def test_a_prepared_data_folder_is_benchmarked_as_it_is(tmp_path: Path) -> None:
         Benchmark(BenchmarkConfig.model_validate(config), tmp_path / "again", progress=False).run()
 
 
+def test_the_collaborative_field_reaches_every_row_and_a_row_can_drop_features(tmp_path: Path, llm_config: Path) -> None:
+    """`collaborative` adds the field to the data all rows read (a baseline can rank by it);
+    `drop_features` takes features away from one row (its own data variant and its own run)."""
+    pytest.importorskip("surprise")
+    field = ["mf_score", "mf_user_vector", "mf_item_vector"]
+    config = {
+        "source": str(FIXTURE),
+        "prior_weight": 2.0,
+        "collaborative": {"vectors": True, "folds": 2},
+        "seeds": [0],
+        "protocols": ["input"],
+        "rows": [
+            {"name": "random order", "baseline": "random"},
+            {"name": "by mf score", "baseline": "item_quality", "params": {"feature": "mf_score"}},
+            {"name": "LLM4PR", "llm4pr": str(llm_config)},
+            {"name": "LLM4PR w/o collaborative field", "llm4pr": str(llm_config), "drop_features": field},
+        ],
+    }
+    out = tmp_path / "out"
+    results = Benchmark(BenchmarkConfig.model_validate(config), out, progress=False).run()
+    assert results["complete"] and {r["row"] for r in results["rows"]} == {row["name"] for row in config["rows"]}
+    assert json.loads((out / "data" / "source" / "prepare.json").read_text())["protocol"]["prior_weight"] == 2.0
+    report = json.loads((out / "data" / "base" / "collaborative.json").read_text())
+    assert report["features"] == field and report["folds"] == 2
+    base = {spec["name"] for spec in json.loads((out / "data" / "base" / "schema.json").read_text())["features"]}
+    dropped_folder = out / "data" / "input-plain-without-mf-item-vector-without-mf-score-without-mf-user-vector"
+    dropped = {spec["name"] for spec in json.loads((dropped_folder / "schema.json").read_text())["features"]}
+    assert set(field) <= base and dropped == base - set(field)
+    assert not any(name in (dropped_folder / "train.jsonl").read_text() for name in field)
+    assert len(list((out / "runs" / "input").iterdir())) == 2  # the ablation trains its own run
+    with pytest.raises(DataError, match="drop_features: the data has no feature nope"):
+        bad = {**config, "rows": [{"name": "x", "baseline": "random", "drop_features": ["nope"]}]}
+        Benchmark(BenchmarkConfig.model_validate(bad), out, progress=False).run()
+
+
 def test_a_rerank_calls_row_ranks_the_test_requests_as_bare_documents(tmp_path: Path) -> None:
     """`rerank_calls: true` sends each test candidate with its text only: a bi-encoder reading the
     titles then has nothing to read (the shown order is kept), the one reading the abstracts ranks

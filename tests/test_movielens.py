@@ -105,9 +105,8 @@ def test_grouplens_100k_and_recbole_atomic_give_the_same_requests(tmp_path: Path
 def test_ml1m_codes_become_names_and_age_groups(tmp_path: Path) -> None:
     _prepare(FIXTURES / "grouplens-1m", tmp_path)
     requests = _all_requests(tmp_path)
-    assert requests["u3-s0"]["user"]["features"] | {"avg_rating": 0} == {
-        "gender": "M", "age": 18, "occupation": "writer", "avg_rating": 0, "rating_count": 15,
-    }  # fmt: skip
+    static = {k: v for k, v in requests["u3-s2"]["user"]["features"].items() if k not in ("avg_rating", "rating_count")}
+    assert static == {"gender": "M", "age": 18, "occupation": "writer"}
     assert requests["u2-s0"]["user"]["features"]["occupation"] == "other or not specified"
     schema = FeatureSchema.load(tmp_path / "schema.json")
     assert schema.spec("user", "age").describe(25) == "age group 25+"  # type: ignore[union-attr]
@@ -185,27 +184,74 @@ def test_history_is_strictly_before_the_segment_and_bounded(tmp_path: Path, hist
         assert len(requests["u4-s0"]["history"]) == 3  # the dropped oldest ratings are history
 
 
-def test_statistics_come_from_training_interactions_only(ml100k_out: Path) -> None:
+def _request_time(timelines: dict[str, list[RawRating]], request_id: str) -> float:
+    """The timestamp of a request's first candidate, from its id `u{user}-s{segment}`."""
+    user, segment = request_id[1:].split("-s")
+    timeline = timelines[user]
+    return timeline[len(timeline) % 5 + 5 * int(segment)][0]
+
+
+def _expected_statistics(ratings: list[float], prior: float = 0.0, mean: float = 0.0) -> dict[str, Any]:
+    average = {"avg_rating": round((sum(ratings) + prior * mean) / (len(ratings) + prior), 4)} if ratings else {}
+    return {**average, "rating_count": len(ratings)}
+
+
+def _statistics(features: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in features.items() if k in ("avg_rating", "rating_count")}
+
+
+@pytest.mark.parametrize("prior", [0.0, 3.0])
+def test_statistics_count_training_interactions_before_the_request(tmp_path: Path, prior: float) -> None:
+    _prepare(ML100K, tmp_path, prior_weight=prior)
     timelines = _raw_timelines()
-    item_ratings: dict[str, list[float]] = {}
-    for timeline in timelines.values():
-        for _, item, rating in _training(timeline):
-            item_ratings.setdefault(item, []).append(rating)
+    training = [(time, user, item, rating) for user, t in timelines.items() for time, item, rating in _training(t)]
     rated = {item for timeline in timelines.values() for _, item, _ in timeline}
-    assert rated - set(item_ratings), "the fixture needs an item rated in held-out segments only"
-
-    def expected(ratings: list[float]) -> dict[str, Any]:
-        average = {"avg_rating": round(sum(ratings) / len(ratings), 4)} if ratings else {}
-        return {**average, "rating_count": len(ratings)}
-
-    for request in _all_requests(ml100k_out).values():
-        user = request["user"]
-        training = [r for _, _, r in _training(timelines[user["id"]])]
-        assert {k: v for k, v in user["features"].items() if k in ("avg_rating", "rating_count")} == expected(training)
+    assert rated - {item for _, _, item, _ in training}, "the fixture needs an item rated in held-out segments only"
+    requests = _all_requests(tmp_path)
+    checked_items = 0
+    for request_id, request in requests.items():
+        time = _request_time(timelines, request_id)
+        earlier = [(user, item, rating) for t, user, item, rating in training if t < time]
+        mean = sum(rating for _, _, rating in earlier) / len(earlier) if earlier else 0.0
+        user = request["user"]["id"]
+        user_ratings = [rating for u, _, rating in earlier if u == user]
+        assert _statistics(request["user"]["features"]) == _expected_statistics(user_ratings, prior, mean), request_id
         for item in request["history"] + request["candidates"]:
-            statistics = {k: v for k, v in item["features"].items() if k in ("avg_rating", "rating_count")}
-            assert statistics == expected(item_ratings.get(item["id"], []))
-    assert "avg_rating" not in _all_requests(ml100k_out)["u5-s1"]["user"]["features"]  # 10 ratings, none training
+            item_ratings = [rating for _, i, rating in earlier if i == item["id"]]
+            assert _statistics(item["features"]) == _expected_statistics(item_ratings, prior, mean), (request_id, item["id"])
+            checked_items += bool(item_ratings)
+    assert checked_items > 50  # the statistics are not all empty
+    assert "avg_rating" not in requests["u5-s1"]["user"]["features"]  # 10 ratings, none training
+    assert json.loads((tmp_path / "prepare.json").read_text())["protocol"]["prior_weight"] == prior
+
+
+def test_a_training_requests_own_labels_never_reach_its_features(tmp_path: Path, ml100k_out: Path) -> None:
+    """Every label of one training request changed: its own features stay the same (later
+    requests may see the new ratings: they are earlier than those)."""
+    folder = tmp_path / "data"
+    shutil.copytree(ML100K, folder)
+    timeline = _raw_timelines()["3"]
+    start = len(timeline) % 5 + 5  # the user's second segment, a training request
+    segment = {(item, timestamp): rating for timestamp, item, rating in timeline[start : start + 5]}
+    assert len(timeline) // 5 >= 4, "the fixture's user 3 needs two training segments"
+    lines = []
+    for line in (folder / "u.data").read_text().splitlines():
+        user, item, rating, timestamp = line.split("\t")
+        if user == "3" and (item, float(timestamp)) in segment:
+            rating = f"{int(rating) % 5 + 1}"
+        lines.append("\t".join((user, item, rating, timestamp)))
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    _prepare(folder, tmp_path / "out")
+    changed, original = _all_requests(tmp_path / "out"), _all_requests(ml100k_out)
+
+    def features(request: dict[str, Any]) -> list[Any]:
+        return [request["user"]["features"], [i["features"] for i in request["history"] + request["candidates"]]]
+
+    request = original["u3-s1"]
+    assert request["_split"] == "train"
+    assert [c["label"] for c in changed["u3-s1"]["candidates"]] != [c["label"] for c in request["candidates"]]
+    assert features(changed["u3-s1"]) == features(request)
+    assert features(changed["u3-s2"]) != features(original["u3-s2"])  # a later request sees them
 
 
 @pytest.mark.parametrize("segment_from_end", [1, 2], ids=["test-label", "valid-label"])

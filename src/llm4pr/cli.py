@@ -86,6 +86,31 @@ def _add_data(commands: Commands) -> None:
     _add_prepare_beir(datasets)
     _add_prepare_letor(datasets)
     _add_prepare_semanlink(datasets)
+    _add_collaborative(data_commands)
+
+
+def _add_collaborative(data_commands: Commands) -> None:
+    collaborative = data_commands.add_parser(
+        "collaborative", help="add matrix-factorisation features (out-of-fold on training requests) to a prepared folder"
+    )
+    collaborative.add_argument("--data", required=True, type=Path, help="a prepared data folder (schema.json, train.jsonl, ...)")
+    collaborative.add_argument("--out", required=True, type=Path, help="the new folder: the same requests with the features")
+    collaborative.add_argument("--vectors", action="store_true", help="also the user and item factors as embedding features")
+    collaborative.add_argument("--folds", type=int, default=5, help="folds over the training requests (default 5)")
+    collaborative.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and the fits")
+    collaborative.add_argument("--factors", type=int, help="the model's factors, the vectors' size (default: the mf baseline's, 200)")
+    collaborative.add_argument("--epochs", type=int, help="SGD epochs (default: the mf baseline's, 80)")
+    collaborative.set_defaults(handler=_collaborative)
+
+
+def _collaborative(args: argparse.Namespace) -> int:
+    from llm4pr.baselines.collaborative_field import add_collaborative_field
+
+    mf_params = {name: value for name, value in (("factors", args.factors), ("epochs", args.epochs)) if value is not None}
+    report = add_collaborative_field(args.data, args.out, folds=args.folds, seed=args.seed, vectors=args.vectors, **mf_params)
+    requests = ", ".join(f"{split} {n} requests" for split, n in report["requests"].items())
+    print(f"wrote {args.out}: {requests}; features {', '.join(report['features'])} ({report['wall_s']} s)")
+    return 0
 
 
 def _add_prepare_movielens(datasets: Commands) -> None:
@@ -95,13 +120,20 @@ def _add_prepare_movielens(datasets: Commands) -> None:
     movielens.add_argument("--seed", type=int, default=0, help="seed for pseudo-queries")
     movielens.add_argument("--history-length", type=int, default=10)
     movielens.add_argument("--segment-length", type=int, default=5)
+    movielens.add_argument(
+        "--prior-weight", type=float, default=0.0,
+        help="shrink the as-of average ratings toward the global mean with this many pseudo-ratings (0: none)",
+    )
     movielens.set_defaults(handler=_prepare_movielens)
 
 
 def _prepare_movielens(args: argparse.Namespace) -> int:
     from llm4pr.data.movielens import prepare_movielens
 
-    report = prepare_movielens(args.source, args.out, seed=args.seed, history_length=args.history_length, segment_length=args.segment_length)
+    report = prepare_movielens(
+        args.source, args.out, seed=args.seed, history_length=args.history_length,
+        segment_length=args.segment_length, prior_weight=args.prior_weight,
+    )
     _print_prepare_report(args.out, report)
     print(f"{report['counts']['users']} users, {report['counts']['items']} items, {report['counts']['interactions']} interactions")
     return 0

@@ -17,9 +17,9 @@ arrays and scores without it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -72,12 +72,17 @@ class MatrixFactorisationRanker(ScoringRanker):
         valid_requests: Sequence[PostRankRequest] | None,
         seed: int,
     ) -> None:
+        self.fit_pairs(labelled_pairs(train_requests), seed)
+
+    def fit_pairs(self, pairs: Mapping[tuple[str, str], float], seed: int = 0) -> Self:
+        """Fit on (user id, item id) -> label directly: what `fit` does with the requests' pairs,
+        for callers that must leave some pairs out (out-of-fold features). Such a model scores but
+        cannot be saved (it has no schema)."""
         try:
             import pandas as pd
             from surprise import SVD, Dataset, Reader
         except ImportError as exc:  # an optional extra: say how to install it, on the command line too
             raise DataError(f"baseline {self.name} needs scikit-surprise and pandas: {SURPRISE_INSTALL} ({exc})") from exc
-        pairs = labelled_pairs(train_requests)
         if not pairs:
             raise ValueError(f"{self.name}: the training requests hold no labelled (user, item) pair")
         frame = pd.DataFrame([(user, item, label) for (user, item), label in pairs.items()], columns=["user", "item", "label"])
@@ -96,6 +101,42 @@ class MatrixFactorisationRanker(ScoringRanker):
             "mean": np.asarray([trainset.global_mean]), "user_bias": svd.bu, "item_bias": svd.bi,
             "user_factors": svd.pu, "item_factors": svd.qi,
         })
+        return self
+
+    def aligned_to(self, reference: "MatrixFactorisationRanker") -> "MatrixFactorisationRanker":
+        """A copy whose factors are rotated into `reference`'s space (orthogonal Procrustes over
+        the items both know): scores are unchanged (a rotation keeps every dot product), and its
+        vectors can stand in for the reference's. Two fits of one data set learn the same space
+        up to such a rotation, so vectors from models fitted on different folds become comparable."""
+        from scipy.linalg import orthogonal_procrustes
+
+        state, other = self._fitted_state(), reference._fitted_state()
+        common = [item for item in self._items if item in reference._items]
+        if not common:
+            raise ValueError(f"{self.name}: no item in common with the reference model: cannot align")
+        ours = state["item_factors"][[self._items[item] for item in common]]
+        theirs = other["item_factors"][[reference._items[item] for item in common]]
+        rotation, _ = orthogonal_procrustes(ours, theirs)
+        aligned = MatrixFactorisationRanker(**self.params)
+        aligned._set_state({
+            **state, "user_factors": state["user_factors"] @ rotation, "item_factors": state["item_factors"] @ rotation,
+        })
+        return aligned
+
+    def user_vector(self, user: str) -> np.ndarray | None:
+        """The user's factors, None for a user the model never saw."""
+        index = self._users.get(user)
+        return None if index is None else self._fitted_state()["user_factors"][index]
+
+    def item_vector(self, item: str) -> np.ndarray | None:
+        """The item's factors, None for an item the model never saw."""
+        index = self._items.get(item)
+        return None if index is None else self._fitted_state()["item_factors"][index]
+
+    def _fitted_state(self) -> dict[str, np.ndarray]:
+        if self._state is None:
+            raise NotFittedError(f"{self.name}: call fit before rank or score")
+        return self._state
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self._state = {key: np.asarray(value) for key, value in state.items()}
@@ -103,13 +144,10 @@ class MatrixFactorisationRanker(ScoringRanker):
         self._items = {item: i for i, item in enumerate(self._state["items"].tolist())}
 
     def score(self, requests: Sequence[PostRankRequest]) -> list[np.ndarray]:
-        if self._state is None:
-            raise NotFittedError(f"{self.name}: call fit before rank or score")
         return [self._request_scores(request) for request in requests]
 
     def _request_scores(self, request: PostRankRequest) -> np.ndarray:
-        state = self._state
-        assert state is not None  # score checked
+        state = self._fitted_state()
         user = self._users.get(request.user.id)
         user_bias = state["user_bias"][user] if user is not None else 0.0
         user_factors = state["user_factors"][user] if user is not None else None

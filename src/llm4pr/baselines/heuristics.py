@@ -1,8 +1,11 @@
-"""Rankers that learn nothing: the ranking-stage order and sorting by one item feature."""
+"""Rankers that learn nothing: the ranking-stage order, a random order and sorting by one item feature."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +13,10 @@ import numpy as np
 from llm4pr.baselines.base import Baseline, NotFittedError, ScoringRanker
 from llm4pr.data.requests import PostRankRequest
 from llm4pr.data.schema import FeatureKind, FeatureSchema
+from llm4pr.io import atomic_write_text
 from llm4pr.rankers.base import InitialOrderRanker
+
+RANDOM_STATE_FILE = "random.json"
 
 
 class RankingStageOrderRanker(InitialOrderRanker, Baseline):
@@ -27,6 +33,46 @@ class RankingStageOrderRanker(InitialOrderRanker, Baseline):
         seed: int,
     ) -> None:
         """Nothing to learn: the order is the request's own."""
+
+
+class RandomOrderRanker(ScoringRanker):
+    """A random order of every request, the reference that says what an order without information
+    scores (a given order that scores like it carries no signal: MovieLens's time order).
+
+    Each request's order depends on the fitting seed and its id only (a sha256 of both seeds a
+    generator), so it is the same in every process and whatever else is ranked beside it.
+    """
+
+    name = "random"
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self._seed: int | None = None
+
+    def _fit(
+        self,
+        train_requests: Sequence[PostRankRequest],
+        schema: FeatureSchema,
+        valid_requests: Sequence[PostRankRequest] | None,
+        seed: int,
+    ) -> None:
+        self._seed = seed
+
+    def score(self, requests: Sequence[PostRankRequest]) -> list[np.ndarray]:
+        if self._seed is None:
+            raise NotFittedError(f"{self.name}: call fit before rank or score")
+        return [self._request_scores(request, self._seed) for request in requests]
+
+    @staticmethod
+    def _request_scores(request: PostRankRequest, seed: int) -> np.ndarray:
+        digest = hashlib.sha256(f"{seed}:{request.request_id}".encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little")).random(len(request.candidates))
+
+    def _save_state(self, folder: Path) -> None:
+        atomic_write_text(folder / RANDOM_STATE_FILE, json.dumps({"seed": self._seed}))
+
+    def _load_state(self, folder: Path, schema: FeatureSchema) -> None:
+        self._seed = int(json.loads((folder / RANDOM_STATE_FILE).read_text(encoding="utf-8"))["seed"])
 
 
 class ItemQualityRanker(ScoringRanker):

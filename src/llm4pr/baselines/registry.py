@@ -11,7 +11,7 @@ from typing import Any
 from llm4pr.baselines.base import Baseline
 from llm4pr.baselines.bi_encoder import BiEncoderRanker
 from llm4pr.baselines.collaborative import MatrixFactorisationRanker
-from llm4pr.baselines.heuristics import ItemQualityRanker, RankingStageOrderRanker
+from llm4pr.baselines.heuristics import ItemQualityRanker, RandomOrderRanker, RankingStageOrderRanker
 from llm4pr.baselines.listwise import DLCMRanker, PRMRanker, Seq2SlateRanker, SetRankRanker
 from llm4pr.baselines.ltr import LambdaMARTRanker, LTRDNNRanker
 from llm4pr.data.errors import DataError
@@ -21,6 +21,7 @@ from llm4pr.rankers.saved import MANIFEST_FILE, read_manifest
 
 BASELINES: dict[str, type[Baseline]] = {
     "initial": RankingStageOrderRanker,
+    "random": RandomOrderRanker,
     "bi_encoder": BiEncoderRanker,
     "item_quality": ItemQualityRanker,
     "mf": MatrixFactorisationRanker,

@@ -61,24 +61,37 @@ class Benchmark:
 
     def base_data(self) -> Path:
         """The prepared data every variant derives from: the config's `data` folder, or MovieLens
-        prepared from `source` into the output folder."""
+        prepared from `source` into the output folder; with `collaborative`, a copy of either with
+        the collaborative field added."""
         if self.config.data is not None:
             if not all((self.config.data / name).is_file() for name in DATA_FILES):
                 raise DataError(f"benchmark data {self.config.data}: not a prepared data folder (expected {', '.join(DATA_FILES)})")
-            return self.config.data
-        folder = self.out / "data" / "base"
-        if not (folder / "prepare.json").is_file():
-            from llm4pr.data.movielens import prepare_movielens
+            source = self.config.data
+        else:
+            source = self.out / "data" / ("source" if self.config.collaborative else "base")
+            if not (source / "prepare.json").is_file():
+                from llm4pr.data.movielens import prepare_movielens
 
-            prepare_movielens(self.config.source, folder)
+                prepare_movielens(self.config.source, source, prior_weight=self.config.prior_weight)
+        collaborative = self.config.collaborative
+        if collaborative is None:
+            return source
+        folder = self.out / "data" / "base"
+        if not (folder / "collaborative.json").is_file():
+            from llm4pr.baselines.collaborative_field import add_collaborative_field
+
+            add_collaborative_field(source, folder, folds=collaborative.folds, seed=0, vectors=collaborative.vectors)
         return folder
 
-    def variant(self, protocol: Protocol, signals: bool) -> Path:
-        """The prepared folder for a protocol, with or without the ranking-stage signals."""
+    def variant(self, protocol: Protocol, signals: bool, dropped: tuple[str, ...] = ()) -> Path:
+        """The prepared folder for a protocol, with or without the ranking-stage signals, without
+        the `dropped` features."""
         base = self.base_data()
-        if protocol == "input" and not signals and self.config.max_train_requests is None and self.config.max_test_requests is None:
+        subsampled = self.config.max_train_requests is not None or self.config.max_test_requests is not None
+        if protocol == "input" and not signals and not dropped and not subsampled:
             return base
-        folder = self.out / "data" / f"{protocol}-{'signals' if signals else 'plain'}"
+        name = f"{protocol}-{'signals' if signals else 'plain'}" + "".join(f"-without-{slug(feature)}" for feature in sorted(dropped))
+        folder = self.out / "data" / name
         if (folder / "schema.json").is_file():
             return folder
         schema = FeatureSchema.load(base / "schema.json")
@@ -92,6 +105,8 @@ class Benchmark:
                 for split, requests in splits.items()
             }
             schema = stage.schema if signals else schema
+        if dropped:
+            schema, splits = _without_features(schema, splits, set(dropped))
         for split, requests in splits.items():
             write_jsonl(folder / f"{split}.jsonl", requests)
         schema.save(folder / "schema.json")  # written last: marks a complete folder
@@ -174,7 +189,7 @@ class Benchmark:
     def _run_row(self, protocol: Protocol, row: RowConfig, seed: int) -> dict[str, Any]:
         from llm4pr.benchmarks.llm_row import TrainableLLM4PR
 
-        data_dir = self.variant(protocol, row.signals)
+        data_dir = self.variant(protocol, row.signals, tuple(row.drop_features))
         schema = FeatureSchema.load(data_dir / "schema.json")
         train = read_requests(data_dir / "train.jsonl", schema)
         valid = read_requests(data_dir / "valid.jsonl", schema)
@@ -219,7 +234,8 @@ class Benchmark:
         from llm4pr.benchmarks.llm_row import TrainableLLM4PR
 
         config = self._training_config(row, seed, protocol)
-        return TrainableLLM4PR(config, data_dir, self.out / "runs" / protocol / config.digest(row.signals), progress=self.progress)
+        run = config.digest(row.signals, *sorted(row.drop_features))  # no dropped features: the digest of before
+        return TrainableLLM4PR(config, data_dir, self.out / "runs" / protocol / run, progress=self.progress)
 
     def _training_config(self, row: RowConfig, seed: int, protocol: Protocol) -> Any:
         """The row's training config: its file, then the protocol's overrides, then the row's own."""
@@ -248,6 +264,26 @@ class Benchmark:
             {"protocol": p, "row": row.name, "seed": seed} for p, row, seed in self.jobs() if not self._result_path(p, row, seed).is_file()
         ]
         return {"config": self.config.model_dump(mode="json"), "complete": not pending, "pending": pending, "rows": rows, "paired": paired}
+
+
+def _without_features(
+    schema: FeatureSchema, splits: dict[str, list[PostRankRequest]], dropped: set[str]
+) -> tuple[FeatureSchema, dict[str, list[PostRankRequest]]]:
+    """The schema and requests without the `dropped` features (user and item alike)."""
+    unknown = dropped - {spec.name for spec in schema.features}
+    if unknown:
+        raise DataError(f"drop_features: the data has no feature {', '.join(sorted(unknown))} (features: {', '.join(s.name for s in schema.features)})")
+    kept = schema.model_copy(update={"features": tuple(spec for spec in schema.features if spec.name not in dropped)})
+
+    def strip(entity: Any) -> Any:
+        return entity.model_copy(update={"features": {k: v for k, v in entity.features.items() if k not in dropped}})
+
+    def request_without(request: PostRankRequest) -> PostRankRequest:
+        return request.model_copy(update={
+            "user": strip(request.user), "history": [strip(i) for i in request.history], "candidates": [strip(i) for i in request.candidates],
+        })
+
+    return kept, {split: [request_without(request) for request in requests] for split, requests in splits.items()}
 
 
 def _subsample(requests: list[PostRankRequest], limit: int | None) -> list[PostRankRequest]:

@@ -29,6 +29,11 @@ class RowConfig(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the training config")
     mode: ServedMode = Field(default="generate", description="an LLM row's inference mode (a baseline has one ranking)")
     signals: bool = Field(default=False, description="consume the ranking-stage score and embeddings as features")
+    drop_features: list[str] = Field(
+        default_factory=list,
+        description="features of the data this row does not see (an ablation, e.g. 'w/o collaborative field'): removed "
+        "from its schema and requests in every split",
+    )
     rerank_calls: bool = Field(
         default=False,
         description="rank the test requests as a rerank call sends them (each candidate's text only, data/rerank.py): "
@@ -48,10 +53,25 @@ class RowConfig(BaseModel):
         return self
 
 
+class CollaborativeSettings(BaseModel):
+    """The collaborative field added to the benchmark's data (`llm4pr data collaborative`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vectors: bool = Field(default=False, description="the user and item factors as embedding features, besides the score")
+    folds: int = Field(default=5, ge=2, description="folds over the training requests for their out-of-fold features")
+
+
 class BenchmarkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(default="recbole", description="MovieLens source for `llm4pr data prepare movielens` (not with `data`)")
+    prior_weight: float = Field(
+        default=0.0, ge=0.0, description="MovieLens: shrink the as-of average ratings toward the global mean (`--prior-weight`)"
+    )
+    collaborative: CollaborativeSettings | None = Field(
+        default=None, description="add the collaborative field (matrix-factorisation features) to the data every row sees"
+    )
     data: Path | None = Field(default=None, description="a prepared data folder (`llm4pr data prepare ...`) instead of MovieLens")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     protocols: list[Protocol] = Field(default_factory=lambda: ["input", "ranking_stage"], min_length=1)

@@ -80,13 +80,14 @@ def prepare_movielens(
     seed: int = 0,
     history_length: int = 10,
     segment_length: int = 5,
+    prior_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Write train/valid/test requests, `schema.json` and `prepare.json` into `out`; return the report.
 
     Every write is atomic and the output is byte-identical for the same input and arguments;
     `prepare.json` comes last, so its presence marks a complete folder.
     """
-    protocol = Protocol(seed=seed, history_length=history_length, segment_length=segment_length)
+    protocol = Protocol(seed=seed, history_length=history_length, segment_length=segment_length, prior_weight=prior_weight)
     data = load_movielens(source)
     _log_problems(data)
     out = Path(out)
@@ -373,7 +374,8 @@ def _report(
             "order": "per user by timestamp, ties in file order",
             "remainder": "dropped from the oldest end",
             "split": "per user: last segment test, second-to-last valid, the rest train",
-            "statistics": "training interactions only",
+            "statistics": "as of the request: training interactions before its first candidate's timestamp",
+            "prior_weight": protocol.prior_weight,
         },
         "counts": {
             **requests.counts(),

@@ -15,9 +15,18 @@ Decisions, each one chosen so that no held-out label can leak into training inpu
   request, the others training requests. A user with one segment has only a test request,
   with two a validation and a test request, with fewer than 5 ratings no request at all.
 - Training interactions are every rating outside validation and test segments, the dropped
-  remainders and the ratings of users without requests included. Per-user and per-item
-  `avg_rating` and `rating_count` come from those only (means rounded to 4 decimals); an
-  entity without training ratings gets `rating_count` 0 and no `avg_rating` (absent = missing).
+  remainders and the ratings of users without requests included.
+- Statistics are as of the request (ordered target statistics, as CatBoost's): a request's time
+  is its first candidate's timestamp, and the user's and every item's (history and candidates)
+  `avg_rating` and `rating_count` count the training interactions strictly before it, in every
+  split alike. A training request's own labels are then never inside its features (they are not
+  earlier than itself), nor is any validation or test label inside any request's. Counting all
+  training interactions instead, as this module did before, put a training request's own ratings
+  into its item averages: features better than any held-out request ever sees (docs/datasets.md).
+  With `prior_weight` m > 0 the average is shrunk toward the global mean of the same earlier
+  ratings, (sum + m * mean) / (count + m), so that a few early ratings do not read as a verdict.
+  Means are rounded to 4 decimals; an entity without earlier training ratings gets
+  `rating_count` 0 and no `avg_rating` (absent = missing).
 - A request's candidates are its segment in timestamp order (the "ranking-stage order") with
   `label` = rating; the target order is the candidates sorted by label, descending, ties in
   input order. Its history is the user's last `history_length` ratings strictly before the
@@ -29,6 +38,7 @@ Decisions, each one chosen so that no held-out label can leak into training inpu
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -88,6 +98,7 @@ class Protocol:
     seed: int = 0
     history_length: int = 10
     segment_length: int = 5
+    prior_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -96,6 +107,8 @@ class Protocol:
             raise ValueError(f"segment_length must be at least 1, got {self.segment_length}")
         if self.history_length < 0:
             raise ValueError(f"history_length must be at least 0, got {self.history_length}")
+        if not self.prior_weight >= 0 or self.prior_weight == float("inf"):  # NaN fails the first test
+            raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight}")
 
 
 def build_schema(data: MovieLensData) -> FeatureSchema:
@@ -155,11 +168,59 @@ def id_sort_key(entity_id: str) -> tuple[int, int, str]:
     return (0, int(entity_id), "") if entity_id.isdigit() else (1, 0, entity_id)
 
 
+class TrainingStatistics:
+    """Rating count and sum of every user and item over the training interactions strictly before
+    a given time, answered by binary search over each entity's sorted timestamps."""
+
+    def __init__(self, interactions: list[tuple[float, str, str, float]], prior_weight: float) -> None:
+        """`interactions` are (timestamp, user, item, rating) of the training interactions."""
+        self.prior_weight = prior_weight
+        ordered = sorted(interactions, key=itemgetter(0))
+        self._all = self._cumulative([(time, rating) for time, _, _, rating in ordered])
+        by_user: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        by_item: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for time, user, item, rating in ordered:
+            by_user[user].append((time, rating))
+            by_item[item].append((time, rating))
+        self._users = {user: self._cumulative(ratings) for user, ratings in by_user.items()}
+        self._items = {item: self._cumulative(ratings) for item, ratings in by_item.items()}
+
+    @staticmethod
+    def _cumulative(ratings: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+        """Timestamps in order and the running rating sum after each."""
+        times, sums, total = [], [], 0.0
+        for time, rating in ratings:
+            total += rating
+            times.append(time)
+            sums.append(total)
+        return times, sums
+
+    @staticmethod
+    def _before(series: tuple[list[float], list[float]] | None, time: float) -> RatingTotals:
+        if series is None:
+            return 0, 0.0
+        count = bisect.bisect_left(series[0], time)
+        return count, (series[1][count - 1] if count else 0.0)
+
+    def features(self, kind: Literal["user", "item"], entity: str, time: float) -> dict[str, Any]:
+        """`avg_rating` (absent without earlier ratings) and `rating_count` of a user or an item as of `time`."""
+        count, total = self._before((self._users if kind == "user" else self._items).get(entity), time)
+        if not count:
+            return {"rating_count": 0}
+        weight = self.prior_weight
+        if weight:
+            all_count, all_total = self._before(self._all, time)
+            average = (total + weight * all_total / all_count) / (count + weight)  # all_count >= count > 0
+        else:
+            average = total / count
+        return {"avg_rating": round(average, 4), "rating_count": count}
+
+
 class MovieLensRequests:
     """The requests of one dataset under one protocol.
 
-    Feature tables are computed once; each split's requests are produced lazily, because
-    ML-1M's requests held as dicts would take gigabytes.
+    Static features and the statistics' search tables are computed once; each split's requests
+    are produced lazily, because ML-1M's requests held as dicts would take gigabytes.
     """
 
     def __init__(self, data: MovieLensData, protocol: Protocol) -> None:
@@ -169,36 +230,24 @@ class MovieLensRequests:
             for user in sorted(data.ratings, key=id_sort_key)
             if data.ratings[user]
         }
-        user_totals, item_totals = self._training_totals()
-        self.user_features = {
-            user: _with_statistics(data.users.get(user, {}), user_totals.get(user)) for user in self.timelines
-        }
+        self.statistics = TrainingStatistics(self._training_interactions(), protocol.prior_weight)
+        self.user_features = {user: data.users.get(user, {}) for user in self.timelines}
         rated_items = {item for timeline in self.timelines.values() for _, item, _ in timeline}
-        self.item_features = {
-            item: _with_statistics(data.items.get(item, {}), item_totals.get(item))
-            for item in sorted(rated_items, key=id_sort_key)
-        }
-        # One shared entry per (item, label): ML-1M has millions of item occurrences but few pairs.
-        self._entries: dict[tuple[str, float], dict[str, Any]] = {}
+        self.item_features = {item: data.items.get(item, {}) for item in sorted(rated_items, key=id_sort_key)}
 
-    def _training_totals(self) -> tuple[dict[str, RatingTotals], dict[str, RatingTotals]]:
-        """(rating count, rating sum) per user and per item, over training interactions only."""
-        users: dict[str, RatingTotals] = {}
-        item_counts: Counter[str] = Counter()
-        item_sums: dict[str, float] = defaultdict(float)
-        for user, timeline in self.timelines.items():
-            training = timeline[: training_cutoff(len(timeline), self.protocol.segment_length)]
-            if training:
-                users[user] = (len(training), sum(rating for _, _, rating in training))
-            for _, item, rating in training:
-                item_counts[item] += 1
-                item_sums[item] += rating
-        return users, {item: (count, item_sums[item]) for item, count in item_counts.items()}
+    def _training_interactions(self) -> list[tuple[float, str, str, float]]:
+        """(timestamp, user, item, rating) of every rating outside validation and test segments."""
+        length = self.protocol.segment_length
+        return [
+            (time, user, item, rating)
+            for user, timeline in self.timelines.items()
+            for time, item, rating in timeline[: training_cutoff(len(timeline), length)]
+        ]
 
     def requests(self, split: Split) -> Iterator[dict[str, Any]]:
         """The split's requests as JSON-ready dicts, users in id order, segments oldest first.
 
-        Item entries and feature dicts are shared between requests: serialise them, never mutate.
+        Static feature dicts are shared between requests: serialise them, never mutate.
         """
         length = self.protocol.segment_length
         for user, timeline in self.timelines.items():
@@ -210,21 +259,21 @@ class MovieLensRequests:
     def _request(self, user: str, timeline: list[Rating], index: int, start: int) -> dict[str, Any]:
         request_id = f"u{user}-s{index}"
         history_start = max(0, start - self.protocol.history_length)
+        time = timeline[start][0]  # the request's time: its first candidate's timestamp
+        user_features = {**self.user_features[user], **self.statistics.features("user", user, time)}
         return {
             "request_id": request_id,
             "query": pseudo_query(self.protocol.seed, request_id),
-            "user": {"id": user, "features": self.user_features[user]},
-            "history": [self._item(rating) for rating in timeline[history_start:start]],
-            "candidates": [self._item(rating) for rating in timeline[start : start + self.protocol.segment_length]],
+            "user": {"id": user, "features": user_features},
+            "history": [self._item(rating, time) for rating in timeline[history_start:start]],
+            "candidates": [self._item(rating, time) for rating in timeline[start : start + self.protocol.segment_length]],
         }
 
-    def _item(self, rating: Rating) -> dict[str, Any]:
+    def _item(self, rating: Rating, time: float) -> dict[str, Any]:
+        """An item entry with its statistics as of the request's `time`."""
         _, item, label = rating
-        entry = self._entries.get((item, label))
-        if entry is None:
-            entry = {"id": item, "features": self.item_features[item], "label": number_value(label)}
-            self._entries[item, label] = entry
-        return entry
+        features = {**self.item_features[item], **self.statistics.features("item", item, time)}
+        return {"id": item, "features": features, "label": number_value(label)}
 
     def counts(self) -> dict[str, Any]:
         """Sizes for the prepare report: interactions by role and requests per split."""
@@ -245,10 +294,3 @@ class MovieLensRequests:
             "users_with_requests": sum(1 for t in self.timelines.values() if len(t) >= length),
             "requests": {split: requests[split] for split in SPLITS},
         }
-
-
-def _with_statistics(static: dict[str, Any], totals: RatingTotals | None) -> dict[str, Any]:
-    """Static features plus training statistics; without training ratings the average is absent."""
-    count, total = totals or (0, 0.0)
-    statistics = {"avg_rating": round(total / count, 4)} if count else {}
-    return {**static, **statistics, "rating_count": count}
