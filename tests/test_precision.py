@@ -19,7 +19,7 @@ from llm4pr.model.config import LoraSettings, ModelConfig
 from llm4pr.model.factory import add_lora
 from llm4pr.model.precision import attention_implementation, resolve_dtype
 from llm4pr.model.run_folder import resolve_checkpoint
-from llm4pr.provenance import bf16_flags, cpuinfo_field
+from llm4pr.provenance import DTYPE_PROBE_FILE, bf16_flags, cpuinfo_field, machine, machine_key, write_dtype_probe
 from llm4pr.training.examples import ExampleFactory
 from llm4pr.training.trainer import Trainer, batch_loss
 from tests.tiny import TrainConfigFactory, make_model
@@ -38,13 +38,72 @@ def test_bf16_flags_read_from_cpuinfo() -> None:
     assert bf16_flags("no flags here") == frozenset()
 
 
-@pytest.mark.parametrize(("cpuinfo", "expected"), [(EPYC_ZEN1, "float32"), (EPYC_ZEN4, "bfloat16"), (XEON_SPR, "bfloat16")])
-def test_auto_picks_bfloat16_only_where_the_cpu_multiplies_it(monkeypatch: pytest.MonkeyPatch, cpuinfo: str, expected: str) -> None:
-    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: bf16_flags(cpuinfo))
-    assert resolve_dtype("auto", "cpu") == expected
-    assert resolve_dtype("float32", "cpu") == "float32" and resolve_dtype("bfloat16", "cpu") == "bfloat16"
+@pytest.fixture
+def probe_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty probe cache of the test's own, probing switched on."""
+    monkeypatch.setenv("LLM4PR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(precision.PROBE_ENV, raising=False)
+    return tmp_path / "cache" / DTYPE_PROBE_FILE
+
+
+def _probe_returns(monkeypatch: pytest.MonkeyPatch, speedup: float) -> list[int]:
+    calls: list[int] = []
+    monkeypatch.setattr(precision, "probe_bf16_speedup", lambda: calls.append(1) or speedup)
+    return calls
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(2.1, "bfloat16"), (0.6, "float32"), (1.1, "float32")])
+def test_auto_on_a_bf16_cpu_picks_what_the_probe_measured_and_caches_it(
+    monkeypatch: pytest.MonkeyPatch, probe_cache: Path, speedup: float, expected: str
+) -> None:
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: bf16_flags(EPYC_ZEN4))
+    calls = _probe_returns(monkeypatch, speedup)
+    assert resolve_dtype("auto", "cpu") == expected and calls == [1]
+    assert resolve_dtype("auto", "cpu") == expected and calls == [1]  # the second time from the cache
+    record = json.loads(probe_cache.read_text())[machine_key()]
+    assert (record["dtype"], record["bf16_speedup"]) == (expected, speedup)
+    assert machine()["dtype_probe"] == record  # every result file's provenance names the choice
     assert attention_implementation(resolve_dtype("auto", "cpu"), "cpu") == ("eager" if expected == "bfloat16" else "sdpa")
     assert attention_implementation(resolve_dtype("auto", "cpu"), "cpu", "text") == "sdpa"  # long all-text prompts: memory linear in T
+
+
+def test_a_cached_choice_is_not_measured_again_and_other_machines_records_stay(
+    monkeypatch: pytest.MonkeyPatch, probe_cache: Path
+) -> None:
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: bf16_flags(XEON_SPR))
+    probe_cache.parent.mkdir(parents=True)
+    probe_cache.write_text(json.dumps({machine_key(): {"dtype": "float32"}, "another-machine": {"dtype": "bfloat16"}}))
+    calls = _probe_returns(monkeypatch, 3.0)
+    assert resolve_dtype("auto", "cpu") == "float32" and calls == []
+    probe_cache.write_text("{not json")  # a damaged cache: measured again, and rewritten
+    assert resolve_dtype("auto", "cpu") == "bfloat16" and calls == [1]
+    assert json.loads(probe_cache.read_text())[machine_key()]["dtype"] == "bfloat16"
+    write_dtype_probe({"dtype": "float32"})
+    assert set(json.loads(probe_cache.read_text())) == {machine_key()}
+
+
+def test_without_bf16_units_or_with_probing_off_the_flags_decide(monkeypatch: pytest.MonkeyPatch, probe_cache: Path) -> None:
+    calls = _probe_returns(monkeypatch, 3.0)
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: bf16_flags(EPYC_ZEN1))
+    assert resolve_dtype("auto", "cpu") == "float32"  # bfloat16 is emulated there: nothing to measure
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: bf16_flags(EPYC_ZEN4))
+    monkeypatch.setenv(precision.PROBE_ENV, "0")
+    assert resolve_dtype("auto", "cpu") == "bfloat16"  # the documented fallback: flags only
+    assert calls == [] and not probe_cache.exists()
+
+
+def test_a_gpu_takes_bfloat16_without_probing(monkeypatch: pytest.MonkeyPatch, probe_cache: Path) -> None:
+    calls = _probe_returns(monkeypatch, 0.1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_dtype("auto", "cuda") == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert resolve_dtype("auto", "cuda") == "float32"
+    assert calls == []
+
+
+def test_the_real_probe_times_both_types() -> None:
+    speedup = precision.probe_bf16_speedup(repeats=1)
+    assert 0.01 < speedup < 100  # a ratio of two measured times: finite and positive
 
 
 def test_unknown_dtype_is_an_error_naming_the_choices() -> None:

@@ -310,7 +310,9 @@ def test_bench_latency_command(tiny_train_config: TrainConfigFactory, toy_data_d
     out = tmp_path / "latency.json"
     assert main(["bench-latency", "--checkpoint", str(run_dir), "--data", str(toy_data_dir / "test.jsonl"), "--requests", "4", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report["systems"]) == {"generate", "first_token", "all_text_generate", "generate_int8", "first_token_int8"}  # int8 on CPUs
+    assert set(report["systems"]) == {  # the other float type and int8, on CPUs
+        "generate", "first_token", "all_text_generate", "generate_bf16", "first_token_bf16", "generate_int8", "first_token_int8",
+    }
     assert report["dtype"] == "float32" and report["ratios"]["first_token_over_first_token_int8_p50"] > 0
     systems = report["systems"]
     assert systems["all_text_generate"]["mean_input_tokens"] > 2 * systems["first_token"]["mean_input_tokens"]

@@ -6,6 +6,8 @@ result file carries this record so that a table can say what ran where."""
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import os
 import platform
 import shlex
@@ -74,9 +76,60 @@ def machine() -> dict[str, Any]:
         record["cpu_id"] = f"family {family} model {model}"
     if text:
         record["bf16_units"] = sorted(bf16_flags(text))
+    probe = read_dtype_probe()
+    if probe is not None:
+        record["dtype_probe"] = probe  # what `model.dtype: auto` measured and chose on this machine
     if torch.cuda.is_available():
         record["gpu"] = torch.cuda.get_device_name(0)
     return record
+
+
+# --- the number-format probe's record, per machine (model/precision.py measures and decides) -----
+
+DTYPE_PROBE_FILE = "dtype-probe.json"
+
+
+def cache_root() -> Path:
+    """`$LLM4PR_CACHE`, else ~/.cache/llm4pr: where converted backbones, datasets and probes live."""
+    root = os.environ.get("LLM4PR_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "llm4pr"
+
+
+def machine_key() -> str:
+    """What decides how fast a number format runs here: CPU model, its flags, torch's version and
+    thread count. A probe measured under one key says nothing under another."""
+    import torch
+
+    text = cpuinfo()
+    parts = [cpuinfo_field(text, name) or "" for name in ("model name", "cpu family", "model", "flags")]
+    parts += [platform.machine(), torch.__version__, str(torch.get_num_threads())]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def read_dtype_probe() -> dict[str, Any] | None:
+    """This machine's cached probe record, None if it was never measured (or the cache is unreadable)."""
+    try:
+        records = json.loads((cache_root() / DTYPE_PROBE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    record = records.get(machine_key()) if isinstance(records, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def write_dtype_probe(record: dict[str, Any]) -> None:
+    """Keep `record` as this machine's probe (other machines' records sharing the cache stay). The
+    file is replaced whole (write aside, then rename): a reader never sees half of it."""
+    path = cache_root() / DTYPE_PROBE_FILE
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        records = {}
+    records = records if isinstance(records, dict) else {}
+    records[machine_key()] = record
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}")
+    aside.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(aside, path)
 
 
 CODE_PATHS = ("src", "configs", "benchmarks/*.yaml")  # what decides a result; results files are not code

@@ -5,8 +5,9 @@ request (batch 1) for `generate` (the paper's decoding), `first_token` (one forw
 PTPR-style all-text prompt (every feature written out, no soft tokens, decoded like `generate`),
 and throughput at batch 1 and 16. The checkpoint is loaded with the `InferenceConfig` given (device,
 window, stride); the benchmark itself sets each system's mode, the batch size (16) and, on CPUs,
-adds float32 rows (when the checkpoint's dtype resolves to bfloat16 on this machine) and int8
-rows. Text embeddings of titles and queries are computed once and cached, as in a running
+adds rows for the float type the checkpoint's dtype did not resolve to on this machine (float32
+or bfloat16: the trade-off `model.dtype: auto` decided by measurement, model/precision.py) and
+int8 rows. Text embeddings of titles and queries are computed once and cached, as in a running
 service; a warm-up pass fills that cache before anything is timed.
 """
 
@@ -67,10 +68,9 @@ def bench_latency(checkpoint: str | Path, data: str | Path, n_requests: int = 10
         "all_text_generate": (text_ranker, "generate"),
     }
     dtype = ranker.model.backbone_dtype
-    if torch.device(config.device).type == "cpu":  # float32 and the int8 decoder, measured in the same run
-        variants = {"int8": config.replace(quantize="int8", dtype=None)}
-        if dtype != "float32":
-            variants = {"float32": config.replace(dtype="float32"), **variants}
+    if torch.device(config.device).type == "cpu":  # the other float type and the int8 decoder, measured in the same run
+        other_dtype = "float32" if dtype != "float32" else "bfloat16"
+        variants = {"bf16" if other_dtype == "bfloat16" else other_dtype: config.replace(dtype=other_dtype), "int8": config.replace(quantize="int8", dtype=None)}
         for suffix, variant in variants.items():
             other = LLM4PRRanker.from_pretrained(checkpoint, variant)
             other.rank(requests[:2], mode="first_token")

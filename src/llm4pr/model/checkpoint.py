@@ -27,6 +27,7 @@ from llm4pr.features.encoders import FeatureStats
 from llm4pr.io import atomic_folder
 from llm4pr.model.config import ModelConfig
 from llm4pr.model.llm4pr import LLM4PRModel
+from llm4pr.provenance import read_dtype_probe
 
 FORMAT = "llm4pr-checkpoint"
 FORMAT_VERSION = 1
@@ -51,6 +52,7 @@ def save_checkpoint(
                 "version": FORMAT_VERSION,
                 "model": model.config.model_dump(mode="json"),
                 "trained_in": model.backbone_dtype,  # what model.dtype resolved to; a loader resolves it again
+                **({"dtype_probe": probe} if (probe := read_dtype_probe()) else {}),  # how auto decided on this machine
                 "schema": model.schema.model_dump(mode="json", exclude_none=True),
                 "stats": model.stats.to_dict(),
             },
