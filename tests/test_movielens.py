@@ -279,6 +279,59 @@ def test_changing_a_held_out_label_changes_no_feature(tmp_path: Path, ml100k_out
     assert _read(tmp_path / "out") != _read(ml100k_out)  # the label itself did change
 
 
+@pytest.mark.parametrize("cold_seed", [0, 1])
+def test_cold_items_reach_no_training_input_and_keep_their_held_out_candidates(tmp_path: Path, ml100k_out: Path, cold_seed: int) -> None:
+    from llm4pr.baselines.collaborative import labelled_pairs
+
+    report = _prepare(ML100K, tmp_path, cold_items=0.3, cold_seed=cold_seed)
+    cold_file = json.loads((tmp_path / "cold.json").read_text())
+    cold = set(cold_file["items"])
+    rated = {item for timeline in _raw_timelines().values() for _, item, _ in timeline}
+    assert len(cold) == round(0.3 * len(rated)) and cold <= rated
+    assert report["protocol"]["cold_items"] == {"fraction": 0.3, "seed": cold_seed, "items": len(cold)}
+    requests, warm = _read(tmp_path), _read(ml100k_out)
+    for split, split_requests in requests.items():
+        for request in split_requests:
+            assert not cold & {item["id"] for item in request["history"]}, request["request_id"]  # nobody has rated them
+            for item in request["history"] + request["candidates"]:
+                if item["id"] in cold:
+                    assert item["features"]["rating_count"] == 0 and "avg_rating" not in item["features"]
+        if split == "train":
+            assert all(len(r["candidates"]) >= 2 and not cold & {c["id"] for c in r["candidates"]} for r in split_requests)
+        else:  # held-out requests keep their candidates, cold ones included, and say how many are cold
+            assert [[c["id"] for c in r["candidates"]] for r in split_requests] == [[c["id"] for c in r["candidates"]] for r in warm[split]]
+            expected = {r["request_id"]: n for r in split_requests if (n := sum(c["id"] in cold for c in r["candidates"]))}
+            assert cold_file["cold_candidates"][split] == expected
+    assert sum(cold_file["cold_candidates"]["test"].values()) > 0
+    schema = FeatureSchema.load(tmp_path / "schema.json")
+    pairs = labelled_pairs(read_requests(tmp_path / "train.jsonl", schema))
+    assert pairs and not cold & {item for _, item in pairs}  # a collaborative model learns no cold item
+    timelines = _raw_timelines()
+    for request in requests["train"] + requests["test"]:  # user statistics count warm training ratings only
+        time = _request_time(timelines, request["request_id"])
+        user = request["user"]["id"]
+        ratings = [rating for t, item, rating in _training(timelines[user]) if t < time and item not in cold]
+        assert request["user"]["features"]["rating_count"] == len(ratings)
+    assert report["counts"]["requests"]["train"] == len(requests["train"]) <= len(warm["train"])
+    assert sum(len(r["candidates"]) for r in requests["train"]) < sum(len(r["candidates"]) for r in warm["train"])
+
+
+def test_other_cold_seeds_draw_other_items_and_bad_fractions_are_refused(tmp_path: Path) -> None:
+    from llm4pr.data.movielens_protocol import cold_item_draw
+
+    items = [str(i) for i in range(100)]
+    assert cold_item_draw(items, 0.2, 0) == cold_item_draw(items, 0.2, 0) != cold_item_draw(items, 0.2, 1)
+    assert len(cold_item_draw(items, 0.2, 0)) == 20 and cold_item_draw(items, 0.0, 0) == frozenset()
+    warm = _prepare(ML100K, tmp_path / "warm")
+    assert not (tmp_path / "warm" / "cold.json").exists()
+    mostly_cold = _prepare(ML100K, tmp_path / "most", cold_items=0.9)  # training requests left with < 2 candidates go
+    assert mostly_cold["counts"]["requests"]["train"] < warm["counts"]["requests"]["train"]
+    assert all(len(r["candidates"]) >= 2 for r in _read(tmp_path / "most")["train"])
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="cold_items must be a fraction"):
+            _prepare(ML100K, tmp_path / "bad", cold_items=bad)
+
+
 def test_features_ids_titles_and_queries(ml100k_out: Path) -> None:
     requests = _all_requests(ml100k_out)
     raw_users = set(_raw_timelines())

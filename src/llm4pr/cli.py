@@ -124,6 +124,11 @@ def _add_prepare_movielens(datasets: Commands) -> None:
         "--prior-weight", type=float, default=0.0,
         help="shrink the as-of average ratings toward the global mean with this many pseudo-ratings (0: none)",
     )
+    movielens.add_argument(
+        "--cold-items", type=float, default=0.0, metavar="FRACTION",
+        help="cold-start protocol: hold this fraction of items out of training, statistics and histories (e.g. 0.2)",
+    )
+    movielens.add_argument("--cold-seed", type=int, default=0, help="seed of the cold items' draw")
     movielens.set_defaults(handler=_prepare_movielens)
 
 
@@ -132,7 +137,7 @@ def _prepare_movielens(args: argparse.Namespace) -> int:
 
     report = prepare_movielens(
         args.source, args.out, seed=args.seed, history_length=args.history_length,
-        segment_length=args.segment_length, prior_weight=args.prior_weight,
+        segment_length=args.segment_length, prior_weight=args.prior_weight, cold_items=args.cold_items, cold_seed=args.cold_seed,
     )
     _print_prepare_report(args.out, report)
     print(f"{report['counts']['users']} users, {report['counts']['items']} items, {report['counts']['interactions']} interactions")

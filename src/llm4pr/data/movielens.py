@@ -45,6 +45,7 @@ from llm4pr.data.movielens_protocol import (
     Protocol,
     Rating,
     build_schema,
+    id_sort_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ RECBOLE_INSTALL = "pip install --no-deps recbole==1.2.1"
 REQUEST_FILES = {split: f"{split}.jsonl" for split in SPLITS}
 SCHEMA_FILE = "schema.json"
 REPORT_FILE = "prepare.json"
+COLD_FILE = "cold.json"
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -81,13 +83,20 @@ def prepare_movielens(
     history_length: int = 10,
     segment_length: int = 5,
     prior_weight: float = 0.0,
+    cold_items: float = 0.0,
+    cold_seed: int = 0,
 ) -> dict[str, Any]:
     """Write train/valid/test requests, `schema.json` and `prepare.json` into `out`; return the report.
 
-    Every write is atomic and the output is byte-identical for the same input and arguments;
-    `prepare.json` comes last, so its presence marks a complete folder.
+    With `cold_items`, also `cold.json`: the cold items and, per split, how many cold candidates
+    each request has (requests without any are left out). Every write is atomic and the output is
+    byte-identical for the same input and arguments; `prepare.json` comes last, so its presence
+    marks a complete folder.
     """
-    protocol = Protocol(seed=seed, history_length=history_length, segment_length=segment_length, prior_weight=prior_weight)
+    protocol = Protocol(
+        seed=seed, history_length=history_length, segment_length=segment_length, prior_weight=prior_weight,
+        cold_items=cold_items, cold_seed=cold_seed,
+    )
     data = load_movielens(source)
     _log_problems(data)
     out = Path(out)
@@ -95,6 +104,10 @@ def prepare_movielens(
     for split in SPLITS:
         write_jsonl(out / REQUEST_FILES[split], requests.requests(split))
     build_schema(data).save(out / SCHEMA_FILE)
+    if requests.cold_items:
+        cold = {"fraction": cold_items, "seed": cold_seed, "items": sorted(requests.cold_items, key=id_sort_key),
+                "cold_candidates": requests.cold_candidates()}
+        write_json(out / COLD_FILE, cold)
     report = _report(data, source, protocol, requests, out)
     write_json(out / REPORT_FILE, report)
     return report
@@ -361,7 +374,7 @@ def _log_problems(data: MovieLensData) -> None:
 def _report(
     data: MovieLensData, source: str | Path, protocol: Protocol, requests: MovieLensRequests, out: Path
 ) -> dict[str, Any]:
-    written = [*REQUEST_FILES.values(), SCHEMA_FILE]
+    written = [*REQUEST_FILES.values(), SCHEMA_FILE, *([COLD_FILE] if requests.cold_items else [])]
     return {
         "dataset": data.dataset,
         "layout": data.layout,
@@ -376,6 +389,7 @@ def _report(
             "split": "per user: last segment test, second-to-last valid, the rest train",
             "statistics": "as of the request: training interactions before its first candidate's timestamp",
             "prior_weight": protocol.prior_weight,
+            "cold_items": {"fraction": protocol.cold_items, "seed": protocol.cold_seed, "items": len(requests.cold_items)},
         },
         "counts": {
             **requests.counts(),

@@ -31,6 +31,15 @@ Decisions, each one chosen so that no held-out label can leak into training inpu
   `label` = rating; the target order is the candidates sorted by label, descending, ties in
   input order. Its history is the user's last `history_length` ratings strictly before the
   segment (by sorted position), oldest first, with `label` = the user's rating.
+- Cold items (`cold_items` > 0, the cold-start protocol): a `cold_items` fraction of the rated
+  items, drawn with `random.Random(f"cold:{cold_seed}")` from the items in id order, is held out
+  of everything but the held-out candidates: their ratings are not training interactions (so no
+  statistic counts them and no collaborative model learns them), not candidates of training
+  requests (a training request left with fewer than 2 candidates is dropped), and not history of
+  any request (a history is the user's last `history_length` ratings of other items). Validation
+  and test requests keep their candidates; `cold_candidates` says how many of each request's are
+  cold. This is the case a language model exists for: an item nobody has rated, known by its
+  title, genres and year only.
 - request_id is `u{user_id}-s{segment index}`, segments numbered from 0 (oldest) per user; the
   pseudo-query is drawn with `random.Random(f"{seed}:{request_id}")`, so it depends on the seed
   and the request only, never on iteration order.
@@ -99,6 +108,8 @@ class Protocol:
     history_length: int = 10
     segment_length: int = 5
     prior_weight: float = 0.0
+    cold_items: float = 0.0
+    cold_seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -109,6 +120,8 @@ class Protocol:
             raise ValueError(f"history_length must be at least 0, got {self.history_length}")
         if not self.prior_weight >= 0 or self.prior_weight == float("inf"):  # NaN fails the first test
             raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight}")
+        if not 0.0 <= self.cold_items < 1.0:  # NaN fails too
+            raise ValueError(f"cold_items must be a fraction in [0, 1), got {self.cold_items}")
 
 
 def build_schema(data: MovieLensData) -> FeatureSchema:
@@ -230,18 +243,24 @@ class MovieLensRequests:
             for user in sorted(data.ratings, key=id_sort_key)
             if data.ratings[user]
         }
-        self.statistics = TrainingStatistics(self._training_interactions(), protocol.prior_weight)
         self.user_features = {user: data.users.get(user, {}) for user in self.timelines}
         rated_items = {item for timeline in self.timelines.values() for _, item, _ in timeline}
         self.item_features = {item: data.items.get(item, {}) for item in sorted(rated_items, key=id_sort_key)}
+        self.cold_items = cold_item_draw(list(self.item_features), protocol.cold_items, protocol.cold_seed)
+        # per user, the sorted positions of ratings of warm items: what histories are made of
+        self._warm_positions = {
+            user: [i for i, (_, item, _) in enumerate(timeline) if item not in self.cold_items] for user, timeline in self.timelines.items()
+        }
+        self.statistics = TrainingStatistics(self._training_interactions(), protocol.prior_weight)
 
     def _training_interactions(self) -> list[tuple[float, str, str, float]]:
-        """(timestamp, user, item, rating) of every rating outside validation and test segments."""
+        """(timestamp, user, item, rating) of every rating of a warm item outside validation and test segments."""
         length = self.protocol.segment_length
         return [
             (time, user, item, rating)
             for user, timeline in self.timelines.items()
             for time, item, rating in timeline[: training_cutoff(len(timeline), length)]
+            if item not in self.cold_items
         ]
 
     def requests(self, split: Split) -> Iterator[dict[str, Any]]:
@@ -249,24 +268,48 @@ class MovieLensRequests:
 
         Static feature dicts are shared between requests: serialise them, never mutate.
         """
+        for user, timeline, index, start, candidates in self._segments(split):
+            yield self._request(user, timeline, index, start, candidates)
+
+    def _segments(self, split: Split) -> Iterator[tuple[str, list[Rating], int, int, list[Rating]]]:
+        """(user, timeline, segment index, start, candidate ratings) of the split's requests."""
         length = self.protocol.segment_length
         for user, timeline in self.timelines.items():
             starts = segment_starts(len(timeline), length)
             for index, start in enumerate(starts):
-                if segment_split(index, len(starts)) == split:
-                    yield self._request(user, timeline, index, start)
+                if segment_split(index, len(starts)) != split:
+                    continue
+                candidates = timeline[start : start + length]
+                if split == "train" and self.cold_items:
+                    candidates = [rating for rating in candidates if rating[1] not in self.cold_items]
+                    if len(candidates) < 2:
+                        continue  # nothing left to rank
+                yield user, timeline, index, start, candidates
 
-    def _request(self, user: str, timeline: list[Rating], index: int, start: int) -> dict[str, Any]:
+    def _request(self, user: str, timeline: list[Rating], index: int, start: int, candidates: list[Rating]) -> dict[str, Any]:
         request_id = f"u{user}-s{index}"
-        history_start = max(0, start - self.protocol.history_length)
-        time = timeline[start][0]  # the request's time: its first candidate's timestamp
+        warm = self._warm_positions[user]
+        before = bisect.bisect_left(warm, start)  # warm ratings strictly before the segment
+        history = warm[max(0, before - self.protocol.history_length) : before] if self.protocol.history_length else []
+        time = timeline[start][0]  # the request's time: its segment's first timestamp
         user_features = {**self.user_features[user], **self.statistics.features("user", user, time)}
         return {
             "request_id": request_id,
             "query": pseudo_query(self.protocol.seed, request_id),
             "user": {"id": user, "features": user_features},
-            "history": [self._item(rating, time) for rating in timeline[history_start:start]],
-            "candidates": [self._item(rating, time) for rating in timeline[start : start + self.protocol.segment_length]],
+            "history": [self._item(timeline[position], time) for position in history],
+            "candidates": [self._item(rating, time) for rating in candidates],
+        }
+
+    def cold_candidates(self) -> dict[str, dict[str, int]]:
+        """Per split, request id -> number of cold candidates, for the requests that have any."""
+        return {
+            split: {
+                f"u{user}-s{index}": cold
+                for user, _, index, _, candidates in self._segments(split)
+                if (cold := sum(item in self.cold_items for _, item, _ in candidates))
+            }
+            for split in SPLITS
         }
 
     def _item(self, rating: Rating, time: float) -> dict[str, Any]:
@@ -278,19 +321,18 @@ class MovieLensRequests:
     def counts(self) -> dict[str, Any]:
         """Sizes for the prepare report: interactions by role and requests per split."""
         length = self.protocol.segment_length
-        requests = Counter({split: 0 for split in SPLITS})
-        remainder = training = 0
-        for timeline in self.timelines.values():
-            starts = segment_starts(len(timeline), length)
-            requests.update(segment_split(index, len(starts)) for index in range(len(starts)))
-            remainder += len(timeline) % length
-            training += training_cutoff(len(timeline), length)
+        remainder = sum(len(timeline) % length for timeline in self.timelines.values())
         return {
             "users": len(self.timelines),
             "items": len(self.item_features),
             "interactions": sum(len(timeline) for timeline in self.timelines.values()),
-            "training_interactions": training,
+            "training_interactions": len(self._training_interactions()),
             "interactions_outside_segments": remainder,
             "users_with_requests": sum(1 for t in self.timelines.values() if len(t) >= length),
-            "requests": {split: requests[split] for split in SPLITS},
+            "requests": {split: sum(1 for _ in self._segments(split)) for split in SPLITS},
         }
+
+
+def cold_item_draw(items: list[str], fraction: float, seed: int) -> frozenset[str]:
+    """A `fraction` of `items` (given in id order), drawn with the seed alone deciding."""
+    return frozenset(random.Random(f"cold:{seed}").sample(items, round(fraction * len(items)))) if fraction else frozenset()
