@@ -338,6 +338,44 @@ def test_the_collaborative_field_reaches_every_row_and_a_row_can_drop_features(t
         Benchmark(BenchmarkConfig.model_validate(bad), out, progress=False).run()
 
 
+def test_the_cold_start_protocol_reports_the_cold_subset_beside_the_whole_split(tmp_path: Path) -> None:
+    from llm4pr.data.jsonl import read_requests
+    from llm4pr.evaluation.evaluate import evaluate_run
+
+    config = {
+        "source": str(FIXTURE),
+        "cold_items": 0.1,
+        "seeds": [0, 1],
+        "protocols": ["input"],
+        "paired_with": ["given order"],
+        "rows": [
+            {"name": "given order", "baseline": "initial"},
+            {"name": "random order", "baseline": "random"},
+            {"name": "item quality", "baseline": "item_quality"},
+        ],
+    }
+    out = tmp_path / "out"
+    results = Benchmark(BenchmarkConfig.model_validate(config), out, progress=False).run()
+    cold = json.loads((out / "data" / "base" / "cold.json").read_text())["cold_candidates"]["test"]
+    subset = results["subsets"]["cold"]
+    assert subset["requests"] == len(cold) > 0
+    test = [r for r in read_requests(out / "data" / "base" / "test.jsonl") if r.request_id in cold]
+    for row in subset["rows"]:
+        seeds = [json.loads((out / "rows" / "input" / slug / f"seed{s}.json").read_text()) for slug in [row["row"].replace(" ", "-")] for s in (0, 1)]
+        assert row["seeds"] == [0, 1] and set(row["mean"]) == {"ndcg@3", "mrr@3"}
+        if row["row"] == "given order":  # recomputed from the subset's requests alone
+            from llm4pr.rankers.base import InitialOrderRanker
+
+            expected = evaluate_run(test, InitialOrderRanker().rank(test))["metrics"]["ndcg@3"]
+            assert row["mean"]["ndcg@3"] == pytest.approx(expected, abs=1e-4)
+        assert all(seed["n_test"] > subset["requests"] for seed in seeds)
+    (paired,) = subset["paired"]["input"]  # the best baseline is the given order here, or is paired with it
+    assert all(r[m]["n"] == len(cold) for r in paired["rows"] for m in ("ndcg@3", "mrr@3"))
+    assert "## Subset: cold" in (out / "results.md").read_text()
+    warm = Benchmark(BenchmarkConfig.model_validate({**config, "cold_items": 0.0}), tmp_path / "warm", progress=False).run()
+    assert "subsets" not in warm
+
+
 def test_a_rerank_calls_row_ranks_the_test_requests_as_bare_documents(tmp_path: Path) -> None:
     """`rerank_calls: true` sends each test candidate with its text only: a bi-encoder reading the
     titles then has nothing to read (the shown order is kept), the one reading the abstracts ranks

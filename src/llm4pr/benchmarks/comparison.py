@@ -31,7 +31,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from llm4pr.benchmarks.config import BenchmarkConfig, Protocol, RowConfig, slug
-from llm4pr.benchmarks.report import paired_comparisons, plot_results, results_markdown, summarise_row
+from llm4pr.benchmarks.report import paired_comparisons, plot_results, restricted_to, results_markdown, summarise_row
 from llm4pr.provenance import git_commit, provenance
 from llm4pr.data.config_files import deep_merge
 from llm4pr.data.errors import DataError
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from llm4pr.inference.ranker import LLM4PRRanker
 
 DATA_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "schema.json")
+COLD_FILE = "cold.json"  # written by the MovieLens converter's cold-start protocol
 
 
 class Benchmark:
@@ -72,7 +73,10 @@ class Benchmark:
             if not (source / "prepare.json").is_file():
                 from llm4pr.data.movielens import prepare_movielens
 
-                prepare_movielens(self.config.source, source, prior_weight=self.config.prior_weight)
+                prepare_movielens(
+                    self.config.source, source, prior_weight=self.config.prior_weight,
+                    cold_items=self.config.cold_items, cold_seed=self.config.cold_seed,
+                )
         collaborative = self.config.collaborative
         if collaborative is None:
             return source
@@ -263,7 +267,43 @@ class Benchmark:
         pending = [
             {"protocol": p, "row": row.name, "seed": seed} for p, row, seed in self.jobs() if not self._result_path(p, row, seed).is_file()
         ]
-        return {"config": self.config.model_dump(mode="json"), "complete": not pending, "pending": pending, "rows": rows, "paired": paired}
+        results = {"config": self.config.model_dump(mode="json"), "complete": not pending, "pending": pending, "rows": rows, "paired": paired}
+        subsets = {name: self._subset(description, ids) for name, (description, ids) in self.subsets().items()}
+        return {**results, "subsets": subsets} if subsets else results
+
+    def subsets(self) -> dict[str, tuple[str, set[str]]]:
+        """Named subsets of the test requests reported besides the whole split: with a `cold.json`
+        in the data (the cold-start protocol), the requests with at least one cold candidate."""
+        folder = self.config.data or self.out / "data" / ("source" if self.config.collaborative else "base")
+        path = folder / COLD_FILE
+        if not path.is_file():
+            return {}
+        cold = _read(path)["cold_candidates"].get("test", {})
+        return {"cold": ("test requests with at least one cold candidate (an item no training input holds)", set(cold))}
+
+    def _subset(self, description: str, ids: set[str]) -> dict[str, Any]:
+        """Every row on a subset of the test requests: per-seed means from the kept per-request
+        values, mean ± std over seeds, and the paired comparisons restricted to the subset."""
+        test = [request.request_id for request in read_requests(self.base_data() / "test.jsonl")][: self.config.max_test_requests]
+        full = hashlib.sha256("\n".join(test).encode("utf-8")).hexdigest()[:16]
+        positions = [i for i, request_id in enumerate(test) if request_id in ids]
+        digest = hashlib.sha256("\n".join(test[i] for i in positions).encode("utf-8")).hexdigest()[:16]
+        metrics = self.config.paired_metrics
+        rows, paired = [], {}
+        for protocol in self.config.protocols:
+            summarised = []
+            for row in self.config.rows:
+                paths = [self._result_path(protocol, row, seed) for seed in self.config.row_seeds(row)]
+                seeds = [_read(path) for path in paths if path.is_file()]
+                restricted = [r for seed in seeds if seed.get("per_request", {}).get("requests") == full
+                              and (r := restricted_to(seed, positions, digest, metrics)) is not None]
+                if restricted:
+                    summarised.append((summarise_row(protocol, row, restricted, metrics, self.config.runs_fewer_seeds(row)), restricted))
+            rows += [summary for summary, _ in summarised]
+            comparisons = paired_comparisons(summarised, metrics, self.config.paired_with)
+            if comparisons:
+                paired[protocol] = comparisons
+        return {"description": description, "requests": len(positions), "rows": rows, "paired": paired}
 
 
 def _without_features(

@@ -69,6 +69,12 @@ class BenchmarkConfig(BaseModel):
     prior_weight: float = Field(
         default=0.0, ge=0.0, description="MovieLens: shrink the as-of average ratings toward the global mean (`--prior-weight`)"
     )
+    cold_items: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="MovieLens: the cold-start protocol's fraction of cold items (`--cold-items`); results add the subset "
+        "of test requests with a cold candidate",
+    )
+    cold_seed: int = Field(default=0, description="MovieLens: the cold items' draw (`--cold-seed`)")
     collaborative: CollaborativeSettings | None = Field(
         default=None, description="add the collaborative field (matrix-factorisation features) to the data every row sees"
     )

@@ -41,6 +41,18 @@ def summarise_row(
     return summary
 
 
+def restricted_to(seed: dict[str, Any], positions: list[int], digest: str, metrics: tuple[str, ...]) -> dict[str, Any] | None:
+    """A row file's result on a subset of its test requests (`positions` in the test file's order;
+    `digest` names the subset): its per-request values there, and their means as its metrics.
+    None when the file kept no per-request values."""
+    kept = seed.get("per_request")
+    if kept is None or any(metric not in kept for metric in metrics):
+        return None
+    subset = {metric: [kept[metric][i] for i in positions] for metric in metrics}
+    means = {metric: (round(statistics.fmean(v), 4) if (v := [x for x in values if x is not None]) else None) for metric, values in subset.items()}
+    return {**seed, "metrics": means, "per_request": {"requests": digest, **subset}}
+
+
 def _seed_mean_per_request(seeds: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, Any] | None:
     """A row's per-request values averaged over its seeds; None when a seed's file has none (written
     before they were kept) or the seeds saw different requests."""
@@ -130,7 +142,24 @@ def results_markdown(results: dict[str, Any]) -> str:
         seeds = results["config"]["seeds"]
         lines += [f"† runs fewer seeds than the benchmark's {len(seeds)} (the row's `seeds` in the config): a costly row.", ""]
     lines += [_cost_line(results["rows"]), ""]
+    for name, subset in results.get("subsets", {}).items():
+        lines += _subset_section(name, subset)
     return "\n".join(lines)
+
+
+def _subset_section(name: str, subset: dict[str, Any]) -> list[str]:
+    """One subset's table (its metrics per row, mean ± std over seeds) and its paired comparisons."""
+    lines = [f"## Subset: {name}", "", f"{subset['description']}: {subset['requests']} test requests.", ""]
+    metrics = _tabled(subset["rows"])
+    for protocol in dict.fromkeys(r["protocol"] for r in subset["rows"]):
+        lines += [f"### Candidate order: {protocol}", "", "| row | " + " | ".join(metrics) + " | seeds |", "|---|" + "---|" * len(metrics) + "---|"]
+        for row in (r for r in subset["rows"] if r["protocol"] == protocol):
+            cells = [f"{row['mean'][m]:.4f} ± {row['std'][m]:.4f}" if row["mean"][m] is not None else "n/a" for m in metrics]
+            lines.append(f"| {row['row']} | " + " | ".join(cells) + f" | {_seeds_cell(row)} |")
+        lines.append("")
+        for comparison in subset["paired"].get(protocol, []):
+            lines += _paired_table(comparison)
+    return lines
 
 
 def _paired_table(paired: dict[str, Any]) -> list[str]:
