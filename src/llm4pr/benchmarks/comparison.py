@@ -25,6 +25,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -252,24 +253,32 @@ class Benchmark:
     # -- results -----------------------------------------------------------------------------------
 
     def collect(self) -> dict[str, Any]:
-        rows, paired = [], {}
-        for protocol in self.config.protocols:
-            summarised = []
-            for row in self.config.rows:
-                paths = [self._result_path(protocol, row, seed) for seed in self.config.row_seeds(row)]
-                seeds = [_read(path) for path in paths if path.is_file()]
-                if seeds:
-                    summarised.append((summarise_row(protocol, row, seeds, self.config.tabled_metrics, self.config.runs_fewer_seeds(row)), seeds))
-            rows += [summary for summary, _ in summarised]
-            comparisons = paired_comparisons(summarised, self.config.paired_metrics, self.config.paired_with)
-            if comparisons:
-                paired[protocol] = comparisons
+        rows, paired = self._tables(self.config.tabled_metrics, lambda seeds: seeds)
         pending = [
             {"protocol": p, "row": row.name, "seed": seed} for p, row, seed in self.jobs() if not self._result_path(p, row, seed).is_file()
         ]
         results = {"config": self.config.model_dump(mode="json"), "complete": not pending, "pending": pending, "rows": rows, "paired": paired}
         subsets = {name: self._subset(description, ids) for name, (description, ids) in self.subsets().items()}
         return {**results, "subsets": subsets} if subsets else results
+
+    def _tables(
+        self, metrics: tuple[str, ...], select: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Every row's summary over its finished seeds (as `select` gives them: all, or their part
+        on a subset) and, per protocol, the paired comparisons."""
+        rows, paired = [], {}
+        for protocol in self.config.protocols:
+            summarised = []
+            for row in self.config.rows:
+                paths = [self._result_path(protocol, row, seed) for seed in self.config.row_seeds(row)]
+                seeds = select([_read(path) for path in paths if path.is_file()])
+                if seeds:
+                    summarised.append((summarise_row(protocol, row, seeds, metrics, self.config.runs_fewer_seeds(row)), seeds))
+            rows += [summary for summary, _ in summarised]
+            comparisons = paired_comparisons(summarised, self.config.paired_metrics, self.config.paired_with)
+            if comparisons:
+                paired[protocol] = comparisons
+        return rows, paired
 
     def subsets(self) -> dict[str, tuple[str, set[str]]]:
         """Named subsets of the test requests reported besides the whole split: with a `cold.json`
@@ -289,20 +298,15 @@ class Benchmark:
         positions = [i for i, request_id in enumerate(test) if request_id in ids]
         digest = hashlib.sha256("\n".join(test[i] for i in positions).encode("utf-8")).hexdigest()[:16]
         metrics = self.config.paired_metrics
-        rows, paired = [], {}
-        for protocol in self.config.protocols:
-            summarised = []
-            for row in self.config.rows:
-                paths = [self._result_path(protocol, row, seed) for seed in self.config.row_seeds(row)]
-                seeds = [_read(path) for path in paths if path.is_file()]
-                restricted = [r for seed in seeds if seed.get("per_request", {}).get("requests") == full
-                              and (r := restricted_to(seed, positions, digest, metrics)) is not None]
-                if restricted:
-                    summarised.append((summarise_row(protocol, row, restricted, metrics, self.config.runs_fewer_seeds(row)), restricted))
-            rows += [summary for summary, _ in summarised]
-            comparisons = paired_comparisons(summarised, metrics, self.config.paired_with)
-            if comparisons:
-                paired[protocol] = comparisons
+
+        def on_subset(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [
+                restricted for seed in seeds
+                if seed.get("per_request", {}).get("requests") == full
+                and (restricted := restricted_to(seed, positions, digest, metrics)) is not None
+            ]
+
+        rows, paired = self._tables(metrics, on_subset)
         return {"description": description, "requests": len(positions), "rows": rows, "paired": paired}
 
 
