@@ -80,7 +80,7 @@ class LLM4PRModel(nn.Module):
         self.history_prior = HistoryPrior(hidden) if config.history_prior else None
         # Soft tokens are layer-normalised, then scaled to the word embeddings' typical size, so
         # that the frozen LLM sees inputs of a familiar magnitude from the first step.
-        word_rms = backbone.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
+        word_rms = embedding_output_rms(backbone.get_input_embeddings())
         self.register_buffer("soft_token_scale", word_rms.reshape(()), persistent=True)
 
     def _adapter(self, encoder: EntityEncoder, hidden: int) -> nn.Module:
@@ -288,6 +288,26 @@ class LLM4PRModel(nn.Module):
             "position_ids": position_ids(attention_mask)[:, cached_prefix:],
         }
         return backbone_inputs, prior
+
+
+def embedding_output_rms(embedding: nn.Module, sample: int = 1024) -> torch.Tensor:
+    """The RMS of what the embedding LAYER gives the LLM for a word: the weight's RMS times the
+    ratio of the layer's outputs to its weight rows over a sample of (at most about `sample`) tokens.
+
+    Why: soft tokens enter through `inputs_embeds`, past the layer; a layer that scales its output
+    (Gemma's multiplies by sqrt(hidden)) would otherwise leave them ~25x smaller than words. For a
+    plain `nn.Embedding` the outputs are the rows themselves, the ratio is exactly 1.0 and the scale
+    the weight's RMS bit for bit. The sample keeps the layer from embedding the whole vocabulary."""
+    weight = embedding.weight.detach()
+    word_rms = weight.float().pow(2).mean().sqrt()
+    vocabulary = weight.shape[0]
+    ids = torch.arange(0, vocabulary, max(1, vocabulary // sample), device=weight.device)
+    with torch.no_grad():
+        rows = weight[ids].float().pow(2).sum()
+        outputs = embedding(ids).detach().float().pow(2).sum()
+    if not rows > 0:
+        return word_rms
+    return word_rms * (outputs / rows).sqrt()
 
 
 def full_attention_mask(batch: PromptBatch, cached_prefix: int) -> torch.Tensor:

@@ -10,6 +10,10 @@ The instruction comes first in every template, so the prefix is the same for all
 task (a serving cache can reuse its keys and values). Candidates are labelled with identifiers
 that are ONE token each, written with a leading space (" A", " B", ...) both in the candidate
 list and in the answer, so the answer " C A B" is exactly the identifier tokens.
+
+A prompt starts with the tokenizer's BOS token exactly when the tokenizer itself adds one to an
+encoded text (Gemma: without `<bos>` it degenerates; SmolLM2 and Qwen add none, and their prompts
+have no BOS). The BOS is part of the static prefix, and every slot and answer position counts it.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class PromptBuilder:
         self.identifiers = list(identifiers)
         self.identifier_ids = single_token_ids(tokenizer, self.identifiers, leading_space=True)
         self.slot_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.bos_ids = bos_ids(tokenizer)  # [] or [bos_token_id]: what every prompt starts with
         self._cache: dict[str, list[int]] = {}
 
     @property
@@ -96,6 +101,12 @@ class PromptBuilder:
         return ids
 
     # -- shared pieces -------------------------------------------------------------------------
+
+    def _start(self) -> Prompt:
+        """A new prompt: the BOS token if the tokenizer adds one, else empty."""
+        prompt = Prompt()
+        _add_text(prompt, self.bos_ids)
+        return prompt
 
     def _context(
         self,
@@ -158,7 +169,7 @@ class PromptBuilder:
         texts: EntityTexts | None = None,
     ) -> Prompt:
         """Post-rank: the answer is the candidates' identifiers in the ideal order."""
-        prompt = Prompt()
+        prompt = self._start()
         self._context(prompt, MAIN_INSTRUCTION, query, n_history, n_candidates, texts)
         answer = None
         if target_order is not None:
@@ -176,7 +187,7 @@ class PromptBuilder:
         texts: EntityTexts | None = None,
     ) -> Prompt:
         """Judge two orders of the candidates: the answer is " I" or " II", the higher-NDCG list."""
-        prompt = Prompt()
+        prompt = self._start()
         self._context(prompt, AUXILIARY_INSTRUCTION, query, n_history, n_candidates, texts)
         for name, order in zip(LIST_NAMES, (list_one, list_two), strict=True):
             _add_text(prompt, self._text(f"\nList {name}:"))
@@ -188,13 +199,28 @@ class PromptBuilder:
 
     def feature_adaptation(self, query: str, description: str | None = None) -> Prompt:
         """Feature adaptation: from a user and an item soft token, say what they are and the rating."""
-        prompt = Prompt()
+        prompt = self._start()
         _add_text(prompt, self._text(f"{ADAPTATION_INSTRUCTION}\nQuery: {query}\nUser:"))
         _add_slot(prompt, self.slot_token_id, "user", 0)
         _add_text(prompt, self._text("\nItem:"))
         _add_slot(prompt, self.slot_token_id, "item", 0)
         answer = None if description is None else self._text(f" {description}") + self._eos()
         return self._answer(prompt, answer)
+
+
+def bos_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """`[bos_token_id]` when the tokenizer itself starts an encoded text with its BOS token
+    (`add_special_tokens=True`), else `[]`: read from the tokenizer's behaviour, not a model list.
+
+    Prompts are tokenized piece by piece without special tokens (slots must not merge with their
+    neighbours), so the BOS the tokenizer would add is put in front of them here."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    probe = "a"
+    with_special = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    return [bos] if with_special[:1] == [bos] and plain[:1] != [bos] else []
 
 
 def adaptation_answer(schema: FeatureSchema, user: User, item: Item) -> str:
