@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -31,6 +32,9 @@ from llm4pr.data.movielens import prepare_movielens  # noqa: E402
 from llm4pr.data.requests import PostRankRequest  # noqa: E402
 from llm4pr.data.schema import FeatureSchema  # noqa: E402
 from llm4pr.features.text_encoder import HashingTextEncoder  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.tiny import TrainConfigFactory
 
 ML100K = Path(__file__).parent / "fixtures" / "movielens" / "grouplens-100k"
 MF = {"factors": 4, "epochs": 40}
@@ -172,3 +176,41 @@ def test_command_writes_the_folder_and_a_saved_model_that_computes_the_features(
     assert main(["data", "collaborative", "--data", str(out), "--out", str(tmp_path / "again"), "--folds", "3"]) == 2
     with pytest.raises(DataError, match="not a prepared data folder"):
         add_collaborative_field(tmp_path / "nothing", tmp_path / "x")
+
+
+def test_a_checkpoint_and_a_baseline_trained_with_the_field_rank_alike_in_a_fresh_process(
+    tmp_path: Path, movielens: Path, tiny_train_config: "TrainConfigFactory"
+) -> None:
+    """The field reaches both families as schema features: a tiny LLM4PR trained on it and a
+    LambdaMART fitted on it, each saved, rank the test split in a new process as they do here."""
+    import json
+    import subprocess
+    import sys
+
+    from llm4pr.baselines.registry import fit_and_save_baseline
+    from llm4pr.inference.ranker import LLM4PRRanker
+    from llm4pr.training.trainer import Trainer
+
+    data = tmp_path / "cf"
+    add_collaborative_field(movielens, data, folds=3, vectors=True, **MF)
+    schema, splits = _splits(data)
+    run_dir, lambdamart = tmp_path / "run", tmp_path / "lambdamart"
+    config = tiny_train_config(adaptation={"steps": 1, "batch_size": 2}, post_rank={"steps": 2, "batch_size": 2})
+    Trainer(config, data, run_dir, progress=False).run()
+    fit_and_save_baseline("lambdamart", data, lambdamart, {"text_encoder": "hashing", "text_dim": 4, "n_estimators": 5, "min_data_in_leaf": 1})
+    llm = LLM4PRRanker.from_pretrained(run_dir, mode="first_token")
+    assert MF_SCORE in llm.model.item_encoder.numeric_names  # QIA reads the score among the numbers
+    assert {MF_ITEM_VECTOR} <= {spec.name for spec in llm.model.item_encoder.specs}
+    here = {
+        run_dir: llm.rank(splits["test"]),
+        lambdamart: load_baseline(lambdamart).rank(splits["test"]),
+    }
+    assert {MF_SCORE, MF_USER_VECTOR, MF_ITEM_VECTOR} <= {spec.name for spec in load_baseline(lambdamart).schema.features}  # type: ignore[union-attr]
+    for folder, run in here.items():
+        out = tmp_path / f"{folder.name}.jsonl"
+        command = [sys.executable, "-m", "llm4pr", "rank", "--checkpoint", str(folder), "--input", str(data / "test.jsonl"),
+                   "--output", str(out), "--mode", "first_token"]
+        subprocess.run(command, check=True, capture_output=True)
+        fresh = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r.request_id, r.ranking) for r in run] == [(f["request_id"], f["ranking"]) for f in fresh], folder.name
+        assert not any(r.fallback for r in run)
