@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_fit_baseline(commands)
     _add_rank(commands)
+    _add_explain(commands)
     _add_serve(commands)
     _add_bench_latency(commands)
     _add_benchmark(commands)
@@ -390,25 +391,62 @@ def _add_rank(commands: Commands) -> None:
     ray_options.add_argument("--ray-batch-size", type=int, default=64, help="requests per Ray Data batch")
     ray_options.add_argument("--output-format", choices=["jsonl", "parquet"], help="default: the input's format")
     ray_options.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    _add_explain_arguments(rank, "write each request's explanations into its run file line (--engine local)")
     _add_inference_arguments(rank)
     rank.set_defaults(handler=_rank)
+
+
+def _add_explain_arguments(parser: argparse.ArgumentParser, help_text: str) -> None:
+    if help_text:
+        parser.add_argument("--explain", action="store_true", help=help_text)
+    parser.add_argument("--occlusion", action="store_true",
+                        help="explanations: add the score change when each field is set to missing (LLM4PR; one extra pass per field)")
 
 
 def _rank(args: argparse.Namespace) -> int:
     from llm4pr.data.jsonl import read_requests, write_jsonl
     from llm4pr.loading import load_rankers
+    from llm4pr.rankers.explanation import explain
 
     config = _inference_config(args)
+    if args.occlusion and not args.explain:
+        raise DataError("--occlusion is part of the explanations: add --explain")
     if args.engine == "ray":
+        if args.explain:
+            raise DataError("--explain ranks with --engine local")
         if len(args.checkpoint) > 1:
             raise DataError("--engine ray ranks with one checkpoint; rank an ensemble with --engine local")
         return _rank_with_ray(args, config)
     ranker = load_rankers(args.checkpoint, config, progress=True)
     requests = read_requests(args.input, ranker.schema)
-    results = ranker.rank(requests)
+    results = explain(ranker, requests, occlusion=args.occlusion) if args.explain else ranker.rank(requests)
     write_jsonl(args.output, results)
     fallbacks = sum(r.fallback for r in results)
     print(f"wrote {len(results)} rankings to {args.output} ({fallbacks} fallbacks)")
+    return 0
+
+
+def _add_explain(commands: Commands) -> None:
+    explain = commands.add_parser("explain", help="why a saved ranker ranks one request as it does: a plain-text table")
+    explain.add_argument("--checkpoint", required=True, type=Path, help="an llm4pr checkpoint or training run folder, or a saved baseline")
+    explain.add_argument("--input", required=True, type=Path, help="requests: a JSON-lines file")
+    explain.add_argument("--request-id", required=True, help="the request to explain")
+    _add_explain_arguments(explain, "")
+    _add_inference_arguments(explain)
+    explain.set_defaults(handler=_explain)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from llm4pr.data.jsonl import read_requests
+    from llm4pr.loading import load_ranker
+    from llm4pr.rankers.explanation import explain, render_text
+
+    ranker = load_ranker(args.checkpoint, _inference_config(args))
+    requests = [r for r in read_requests(args.input, ranker.schema) if r.request_id == args.request_id]
+    if not requests:
+        raise DataError(f"{args.input}: no request with request_id '{args.request_id}'")
+    [result] = explain(ranker, requests, occlusion=args.occlusion)
+    print(render_text(result))
     return 0
 
 

@@ -25,8 +25,11 @@ import numpy as np
 
 from llm4pr.baselines.base import NotFittedError, ScoringRanker
 from llm4pr.data.errors import DataError
-from llm4pr.data.requests import PostRankRequest
+from llm4pr.data.explanations import Attribution
+from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
+from llm4pr.rankers.base import Mode
+from llm4pr.rankers.explanation import attach
 
 STATE_FILE = "factors.npz"
 SURPRISE_INSTALL = "pip install 'llm4pr[baselines]'"
@@ -145,6 +148,30 @@ class MatrixFactorisationRanker(ScoringRanker):
 
     def score(self, requests: Sequence[PostRankRequest]) -> list[np.ndarray]:
         return [self._request_scores(request) for request in requests]
+
+    def explain(self, requests: Sequence[PostRankRequest], *, mode: Mode | None = None, occlusion: bool = False) -> list[RankResult]:
+        """`rank`, each score split into its terms: global mean, user bias, item bias and the
+        user-item interaction (factors' dot product); they sum to the score. MF reads ids only, so
+        there is no feature field to attribute."""
+        state = self._fitted_state()
+        explained = []
+        for request, result in zip(requests, self.rank(requests, mode=mode), strict=True):
+            user = self._users.get(request.user.id)
+            per_candidate = {}
+            for candidate in request.candidates:
+                item = self._items.get(candidate.id)
+                known = user is not None and item is not None
+                terms = {
+                    "global_mean": float(state["mean"][0]),
+                    "user_bias": float(state["user_bias"][user]) if user is not None else 0.0,
+                    "item_bias": float(state["item_bias"][item]) if item is not None else 0.0,
+                    "interaction": float(state["user_factors"][user] @ state["item_factors"][item]) if known else 0.0,
+                }
+                reason = None if known else "an unknown user or item contributes no bias and no interaction"
+                per_candidate[candidate.id] = {"mf_terms": Attribution(terms=terms, reason=reason)}
+            explained.append(attach(request, result, self.name, per_candidate, score="predicted label (biased matrix factorisation)",
+                                    not_attributed=["features: MF reads the user and item ids only"]))
+        return explained
 
     def _request_scores(self, request: PostRankRequest) -> np.ndarray:
         state = self._fitted_state()

@@ -127,6 +127,30 @@ class Featuriser:
         self._check_fitted()
         return [self._standardise(x) for x in self._raw(requests)] if requests else []
 
+    def column_groups(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """Per column of the vector, in order: (group name, owner, schema features it is built from).
+
+        Why: an attribution per column (LightGBM's `pred_contrib`) means something to a reader only
+        summed per feature. A user or item feature's own columns carry its name ("user.NAME" when an
+        item feature has the same name); the derived columns get their own groups: "history summary"
+        (length, mean label, has labels; owner "request", from no feature), "history cross: NAME"
+        (both profiles' crosses of item feature NAME) and "query match: NAME" (text feature NAME)."""
+        self._check_fitted()
+        item_names = {span.spec.name for span in self._item_spans}
+        groups: list[tuple[str, str, tuple[str, ...]]] = []
+        for span in self._item_spans:
+            groups += [(span.spec.name, "item", (span.spec.name,))] * (span.stop - span.start)
+        for span in self._user_spans:
+            name = f"user.{span.spec.name}" if span.spec.name in item_names else span.spec.name
+            groups += [(name, "user", (span.spec.name,))] * (span.stop - span.start)
+        groups += [("history summary", "request", ())] * 3
+        for _ in ("profile", "label-weighted profile"):
+            groups += [(f"history cross: {span.spec.name}", "item", (span.spec.name,)) for span in self._item_spans]
+        groups += [(f"query match: {spec.name}", "item", (spec.name,)) for spec in self.schema.for_owner("item") if spec.kind is FeatureKind.text]
+        if len(groups) != self.dim:
+            raise RuntimeError(f"featuriser: {len(groups)} column groups for {self.dim} columns (a block was added without its group)")
+        return groups
+
     # -- saving --------------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> None:

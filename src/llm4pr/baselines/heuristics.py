@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 
 from llm4pr.baselines.base import Baseline, NotFittedError, ScoringRanker
-from llm4pr.data.requests import PostRankRequest
+from llm4pr.data.explanations import Attribution, FieldWeight
+from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureKind, FeatureSchema
 from llm4pr.io import atomic_write_text
-from llm4pr.rankers.base import InitialOrderRanker
+from llm4pr.rankers.base import InitialOrderRanker, Mode
+from llm4pr.rankers.explanation import attach
 
 RANDOM_STATE_FILE = "random.json"
 
@@ -103,6 +105,23 @@ class ItemQualityRanker(ScoringRanker):
         if self.schema is None:
             raise NotFittedError(f"{self.name}: call fit before rank or score")
         return [self._request_scores(r) for r in requests]
+
+    def explain(self, requests: Sequence[PostRankRequest], *, mode: Mode | None = None, occlusion: bool = False) -> list[RankResult]:
+        """`rank`; the score IS the feature's value (or, where it is missing, the request's lowest
+        value minus 1), so the feature gets the whole score and every other item field exactly 0."""
+        if self.schema is None:
+            raise NotFittedError(f"{self.name}: call fit before rank or explain")
+        others = [spec.name for spec in self.schema.for_owner("item") if spec.name != self.feature]
+        explained = []
+        for request, result, scores in zip(requests, self.rank(requests, mode=mode), self.score(requests), strict=True):
+            per_candidate = {}
+            for candidate, score in zip(request.candidates, scores, strict=True):
+                fields = [FieldWeight(name=self.feature, owner="item", features=[self.feature], value=float(score))]
+                fields += [FieldWeight(name=name, owner="item", features=[name], value=0.0) for name in others]
+                reason = None if candidate.features.get(self.feature) is not None else f"{self.feature} missing: the request's lowest value minus 1"
+                per_candidate[candidate.id] = {"feature_value": Attribution(fields=fields, reason=reason)}
+            explained.append(attach(request, result, self.name, per_candidate, score=f"the item feature {self.feature!r}"))
+        return explained
 
     def _request_scores(self, request: PostRankRequest) -> np.ndarray:
         values = [c.features.get(self.feature) for c in request.candidates]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llm4pr.data.errors import DataError
+from llm4pr.data.explanations import Explanation
 from llm4pr.data.schema import FeatureSchema
 
 class _Strict(BaseModel):
@@ -106,6 +107,7 @@ class RankResult(BaseModel):
     error: str | None = None
     repaired: bool | None = Field(default=None, description="unconstrained decoding: the output needed repair")
     latency_ms: float | None = None
+    explanations: Explanation | None = Field(default=None, description="why this ranking: set by a ranker's `explain` only")
 
 
 def _check_owner_features(

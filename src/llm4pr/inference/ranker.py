@@ -107,6 +107,19 @@ class LLM4PRRanker(Ranker):
         bar.close()
         return results
 
+    def explain(self, requests: Sequence[PostRankRequest], *, mode: Mode | None = None, occlusion: bool = False) -> list[RankResult]:
+        """`rank`, each result with its explanation (`inference.explain`: QIA attention over fields,
+        the identifier logit's parts, and with `occlusion` the score change per field set missing)."""
+        from llm4pr.inference.explain import explain_results
+
+        mode = mode or self.config.mode
+        results = self.rank(requests, mode=mode)
+        rescore = (lambda variants: self.rank(variants, mode="first_token")) if occlusion else None
+        return explain_results(
+            self.model, self.prompter, requests, results, mode=mode, window=self.config.window,
+            shifts=self.config.shifts, batch_size=self.config.batch_size, rescore=rescore,
+        )
+
     def prompt_length(self, request: PostRankRequest) -> int:
         """Input tokens of the request's (first window's) main-task prompt."""
         prompt, _ = self.prompter.main_task(request, range(min(len(request.candidates), self.config.window)))

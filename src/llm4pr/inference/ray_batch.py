@@ -31,7 +31,8 @@ EXTENSIONS: dict[str, Format] = {".jsonl": "jsonl", ".json": "jsonl", ".parquet"
 
 
 def result_schema() -> Any:
-    """The Arrow schema of output rows: the fields of `RankResult`, typed so that every shard agrees."""
+    """The Arrow schema of output rows: the fields of `RankResult` (but `explanations`: the Ray
+    engine does not explain), typed so that every shard agrees."""
     import pyarrow as pa
 
     return pa.schema(

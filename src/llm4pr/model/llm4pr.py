@@ -203,21 +203,70 @@ class LLM4PRModel(nn.Module):
         identifier's logit, that signal is learned in a few steps and the LLM's attention over the
         request is left to learn what depends on the user, the history and the other candidates. The
         position bias does the same for the given order, which a ranking stage makes informative."""
-        if self.candidate_prior is None and self.position_prior is None and self.history_prior is None:
+        parts = self._prior_parts(soft, slot_batch, slot_position, binding, n_prompts, history)
+        if not parts:
             return None
         bound = binding >= 0
         scores = soft.new_zeros(int(bound.sum()), dtype=torch.float32)
+        for part in parts.values():
+            scores = scores + part
+        return self._scatter_prior(scores, slot_batch[bound], binding[bound], n_prompts)
+
+    def _prior_parts(
+        self,
+        soft: torch.Tensor,
+        slot_batch: torch.Tensor,
+        slot_position: torch.Tensor,
+        binding: torch.Tensor,
+        n_prompts: int,
+        history: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The identifier prior's parts, each [number of candidate slots] in slot order: what
+        `_identifier_prior` sums, kept apart so that an explanation can say which part says what."""
+        bound = binding >= 0
+        parts: dict[str, torch.Tensor] = {}
         if self.candidate_prior is not None:
-            scores = scores + self.candidate_prior(soft[bound].float()).squeeze(-1)
+            parts["candidate_prior"] = self.candidate_prior(soft[bound].float()).squeeze(-1)
         if self.position_prior is not None:
             positions = _list_positions(slot_batch[bound], slot_position[bound]).clamp(max=len(self.position_prior) - 1)
-            scores = scores + self.position_prior[positions]
+            parts["position_prior"] = self.position_prior[positions]
         if self.history_prior is not None and history is not None:
             tokens = soft.float() / self.soft_token_scale  # unit scale: the maps' default start fits it
-            scores = scores + self.history_prior(tokens, slot_batch, bound, *history, n_prompts)
+            parts["history_prior"] = self.history_prior(tokens, slot_batch, bound, *history, n_prompts)
+        return parts
+
+    def _scatter_prior(self, scores: torch.Tensor, slot_batch: torch.Tensor, binding: torch.Tensor, n_prompts: int) -> torch.Tensor:
+        """Candidate slots' scores [S] -> [B, V]: each at its prompt's row and identifier's column."""
         vocabulary = self.causal_lm.get_output_embeddings().weight.shape[0]
         prior = scores.new_zeros(n_prompts, vocabulary)
-        return prior.index_put((slot_batch[bound], binding[bound]), scores, accumulate=True)
+        return prior.index_put((slot_batch, binding), scores, accumulate=True)
+
+    def identifier_prior_parts(self, batch: PromptBatch, inputs: Sequence[PromptInputs]) -> dict[str, torch.Tensor]:
+        """Each part of the identifier prior (`candidate_prior`, `position_prior`, `history_prior`, those
+        the model has) as [B, V], as `encode` adds their sum to the logits. For explanations."""
+        if batch.slot_position.numel() == 0:
+            return {}
+        soft = self.soft_tokens(inputs, batch.slot_sources)
+        slot_batch, slot_position = batch.slot_batch.to(self.device), batch.slot_position.to(self.device)
+        binding = batch.slot_binding.to(self.device)
+        history = self._history_labels(inputs, batch.slot_sources) if self.history_prior is not None else None
+        parts = self._prior_parts(soft, slot_batch, slot_position, binding, len(batch.slot_sources), history)
+        bound = binding >= 0
+        return {name: self._scatter_prior(part, slot_batch[bound], binding[bound], len(batch.slot_sources)) for name, part in parts.items()}
+
+    def field_attention(self, query: str, user: User, items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The QIAs' attention over feature fields, heads averaged: the user's [k_user] and each
+        item's [n, k_item], fields in the encoders' `fields` order; None for the MLP adapter, which
+        has no attention. The same computation as `soft_tokens` (for explanations, which it discards)."""
+        if not isinstance(self.user_adapter, QueryInstructedAdapter) or not isinstance(self.item_adapter, QueryInstructedAdapter):
+            return None
+        encoded = self.text_encoder.encode([query]).float().to(self.device)
+        _, user_attention = self.user_adapter(encoded, self.user_encoder([user.id], [user.features], self.text_encoder))
+        if not items:
+            return user_attention.mean(dim=1)[0], user_attention.new_zeros(0, len(self.item_encoder.fields))
+        item_fields = self.item_encoder([i.id for i in items], [i.features for i in items], self.text_encoder)
+        _, item_attention = self.item_adapter(encoded.expand(len(items), -1), item_fields)
+        return user_attention.mean(dim=1)[0], item_attention.mean(dim=1)
 
     def _identifier_embeddings(self, binding: torch.Tensor) -> torch.Tensor:
         """[S] identifier token ids (-1: none) -> [S, H] their word embeddings (zero where none).

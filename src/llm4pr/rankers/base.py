@@ -31,6 +31,7 @@ import numpy as np
 
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
+from llm4pr.rankers.explanation import explained_without_attribution
 
 ServedMode = Literal["generate", "first_token"]
 Mode = Literal[ServedMode, "unconstrained"]
@@ -52,6 +53,13 @@ class Ranker(Protocol):
     def rank(self, requests: Sequence[PostRankRequest], *, mode: Mode | None = None) -> list[RankResult]:
         """Post-rank every request; the i-th result answers the i-th request. `mode` None: the
         ranker's default."""
+
+    def explain(self, requests: Sequence[PostRankRequest], *, mode: Mode | None = None, occlusion: bool = False) -> list[RankResult]:
+        """`rank`, each result carrying its `explanations` (`llm4pr.data.explanations`): positions,
+        scores and per-field attributions. `occlusion`: also the score change when each field is set
+        to missing (one extra pass per field), where the ranker supports it. This default attributes
+        nothing and says so; rankers that can attribute override it."""
+        return explained_without_attribution(self, requests, mode)
 
 
 class FittableRanker(Ranker, Protocol):

@@ -38,6 +38,7 @@ from llm4pr.data.requests import Item, PostRankRequest, RankResult, User
 from llm4pr.data.rerank import RerankUnsupported, rerank_request, rerank_text_feature
 from llm4pr.inference.config import InferenceConfig
 from llm4pr.rankers.base import Mode, Ranker, ServedMode, fallback_result
+from llm4pr.rankers.explanation import explain as explain_ranking
 from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
 from llm4pr.serving.metrics import ServingMetrics
 from llm4pr.serving.schemas import (
@@ -95,7 +96,9 @@ class Service:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """Start the worker and warm the model up in it; on shutdown, drain the queue."""
         settings = self.settings
-        self.batcher = MicroBatcher(self._rank_batch, settings.max_batch_size, settings.max_wait_ms, settings.max_queue_size)
+        self.batcher = MicroBatcher(
+            self._rank_batch, settings.max_batch_size, settings.max_wait_ms, settings.max_queue_size, explain=self._explain_batch
+        )
         self.batcher.start()
         self.batcher.submit(WARM_UP_REQUEST, settings.mode).add_done_callback(lambda f: self._warmed_up(f.result()))
         try:
@@ -112,9 +115,16 @@ class Service:
         self.metrics.batch_size.observe(len(requests))
         return self.ranker.rank(requests, mode=mode)
 
-    async def rank(self, requests: Sequence[PostRankRequest], mode: Mode, started: float) -> list[PostRankResponse]:
-        """Rank through the batcher; whatever is not ready by the deadline gets the fallback order."""
-        futures = [self._submit(request, mode) for request in requests]
+    def _explain_batch(self, requests: Sequence[PostRankRequest], mode: Mode) -> list[RankResult]:
+        self.metrics.batch_size.observe(len(requests))
+        return explain_ranking(self.ranker, requests, mode=mode)
+
+    async def rank(
+        self, requests: Sequence[PostRankRequest], mode: Mode, started: float, explain: bool = False
+    ) -> list[PostRankResponse]:
+        """Rank through the batcher (`explain`: with explanations); whatever is not ready by the
+        deadline gets the fallback order."""
+        futures = [self._submit(request, mode, explain) for request in requests]
         waiting = [future for future in futures if future is not None]
         remaining = started + self.settings.deadline_ms / 1000.0 - time.perf_counter()
         try:
@@ -137,12 +147,12 @@ class Service:
             answers.append(post_rank_response(result, mode, reason, (time.perf_counter() - started) * 1000.0))
         return answers
 
-    def _submit(self, request: PostRankRequest, mode: Mode) -> asyncio.Future[RankResult] | None:
+    def _submit(self, request: PostRankRequest, mode: Mode, explain: bool = False) -> asyncio.Future[RankResult] | None:
         """The request's future result, or None when the batcher cannot take it (full, not running)."""
         if self.batcher is None:
             return None
         try:
-            return asyncio.wrap_future(self.batcher.submit(request, mode))
+            return asyncio.wrap_future(self.batcher.submit(request, mode, explain))
         except BatcherUnavailable:
             return None
 
@@ -209,6 +219,7 @@ def _service(request: Request) -> Service:
 
 ServiceDep = Annotated[Service, Depends(_service)]
 ModeQuery = Annotated[ServedMode | None, Query(description="inference mode; default from the server settings")]
+ExplainQuery = Annotated[bool, Query(description="add per-candidate explanations (docs/serving.md, Explanations)")]
 RerankMode = Literal["first_token"]
 Endpoint = Callable[..., Coroutine[Any, Any, Any]]
 RerankModeQuery = Annotated[
@@ -253,11 +264,11 @@ _health = APIRouter()
     openapi_extra=_json_body(PostRankRequest | list[PostRankRequest]),
     summary="post-rank one request or a list (data-contract format; labels are ignored)",
 )
-async def post_rank(request: Request, service: ServiceDep, mode: ModeQuery = None) -> Any:
+async def post_rank(request: Request, service: ServiceDep, mode: ModeQuery = None, explain: ExplainQuery = False) -> Any:
     started = time.perf_counter()
     payload = await _read_json(request, service.settings)
     requests = parse_post_rank(payload, service.schema, service.settings)
-    answers = await service.rank(requests, mode or service.settings.mode, started)
+    answers = await service.rank(requests, mode or service.settings.mode, started, explain)
     return answers if isinstance(payload, list) else answers[0]
 
 

@@ -3,7 +3,8 @@
 Torch on a CPU runs one inference at a time best, so a single thread owns the model; throughput
 comes from ranking the requests that arrive close together in one call. The first queued
 request waits at most `max_wait_ms` for others of the same mode; a batch never mixes modes and
-never exceeds `max_batch_size`. Each request gets its own `Future`: an HTTP handler whose
+never exceeds `max_batch_size`; requests that ask for explanations are batched apart and
+answered by the `explain` function (the ranker's `explain`). Each request gets its own `Future`: an HTTP handler whose
 deadline passes cancels it (a request still queued is then skipped; a late result is dropped).
 
 The worker answers every request it runs with a valid permutation: if the rank function raises,
@@ -38,13 +39,17 @@ class BatcherUnavailable(RuntimeError):
 class _Job:
     request: PostRankRequest
     mode: Mode
+    explain: bool = False
     enqueued: float = field(default_factory=time.monotonic)
     future: Future[RankResult] = field(default_factory=Future)
 
 
 class MicroBatcher:
-    def __init__(self, rank: RankFunction, max_batch_size: int, max_wait_ms: float, max_queue_size: int) -> None:
+    def __init__(
+        self, rank: RankFunction, max_batch_size: int, max_wait_ms: float, max_queue_size: int, explain: RankFunction | None = None
+    ) -> None:
         self._rank = rank
+        self._explain = explain
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_ms / 1000.0
         self._max_queue_size = max_queue_size
@@ -56,9 +61,12 @@ class MicroBatcher:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, request: PostRankRequest, mode: Mode) -> Future[RankResult]:
-        """Queue one request; raises BatcherUnavailable when full or closing."""
-        job = _Job(request, mode)
+    def submit(self, request: PostRankRequest, mode: Mode, explain: bool = False) -> Future[RankResult]:
+        """Queue one request (`explain`: answered with its explanation); raises BatcherUnavailable
+        when full or closing."""
+        if explain and self._explain is None:
+            raise ValueError("this batcher was built without an explain function")
+        job = _Job(request, mode, explain)
         with self._condition:
             if self._closing:
                 raise BatcherUnavailable("the server is shutting down")
@@ -105,7 +113,7 @@ class MicroBatcher:
             first = self._pending[0]
             flush_at = first.enqueued + self._max_wait_s
             while True:
-                batch = [job for job in self._pending if job.mode == first.mode][: self._max_batch_size]
+                batch = [job for job in self._pending if (job.mode, job.explain) == (first.mode, first.explain)][: self._max_batch_size]
                 remaining = flush_at - time.monotonic()
                 if len(batch) >= self._max_batch_size or remaining <= 0 or self._closing:
                     break
@@ -121,8 +129,9 @@ class MicroBatcher:
     def _answer(self, jobs: list[_Job]) -> None:
         requests = [job.request for job in jobs]
         mode = jobs[0].mode
+        rank = self._explain if jobs[0].explain and self._explain is not None else self._rank
         try:
-            results = self._rank(requests, mode)
+            results = rank(requests, mode)
             if len(results) != len(requests):
                 raise RuntimeError(f"the ranker answered {len(results)} of {len(requests)} requests")
         except Exception as exc:  # the worker must survive any model failure and answer every job

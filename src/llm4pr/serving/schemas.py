@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from llm4pr.data.errors import DataError, format_validation_error
+from llm4pr.data.explanations import Explanation
 from llm4pr.data.requests import PostRankRequest, RankResult
 from llm4pr.data.schema import FeatureSchema
 from llm4pr.serving.settings import ServingSettings
@@ -61,6 +62,7 @@ class PostRankResponse(BaseModel):
     fallback: bool = Field(description="true: the ranking-stage order, because ranking failed or was late")
     fallback_reason: FallbackReason | None = None
     latency_ms: float = Field(description="server time from receipt of the HTTP request to this answer")
+    explanations: Explanation | None = Field(default=None, description="with ?explain=true only: why this ranking (docs/serving.md)")
 
 
 class RerankDocument(BaseModel):
@@ -228,6 +230,7 @@ def post_rank_response(result: RankResult, mode: str, reason: FallbackReason | N
         fallback=reason is not None,
         fallback_reason=reason,
         latency_ms=round(latency_ms, 3),
+        explanations=result.explanations,
     )
 
 
