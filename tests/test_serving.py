@@ -728,6 +728,7 @@ def test_rerank_falls_back_with_uniform_scores_and_a_warning() -> None:
             answer = client.post(endpoint, json={"model": "m", "query": "q", "documents": ["a", "b", "c", "d"]}).json()
             assert [(r["index"], r["relevance_score"]) for r in answer["results"]] == [(i, 0.25) for i in range(4)]
             assert answer["meta"]["fallback"] is True and answer["meta"]["fallback_reason"] == "model_error"
+            assert answer["meta"]["relevance"] == "uniform"
             assert "not ranked by the model" in answer["meta"]["warnings"][0]
 
 
@@ -765,16 +766,20 @@ def test_bad_rerank_bodies(fake_text_client: TestClient, endpoint: str, body: An
     assert phrase in response.json()["error"]["message"]
 
 
-def test_rerank_refuses_generate_mode_and_more_documents_than_one_window(text_ranker: LLM4PRRanker) -> None:
+def test_rerank_refuses_generate_mode_and_ranks_more_documents_than_one_window(text_ranker: LLM4PRRanker) -> None:
+    """Longer lists go through the sliding windows (tests/test_rerank_long.py has the rest)."""
     with serving(text_ranker) as client:
         for endpoint in RERANK_ENDPOINTS:
             body = {"model": "m", "query": "q", "documents": ["a", "b"]}
             response = client.post(endpoint, params={"mode": "generate"}, json=body)
             assert response.status_code == 422 and "query.mode: Input should be 'first_token'" in response.json()["error"]["message"]
-            assert client.post(endpoint, params={"mode": "first_token"}, json=body).status_code == 200
-            response = client.post(endpoint, json={**body, "documents": ["d"] * (text_ranker.config.window + 1)})
-            assert response.status_code == 413, response.text
-            assert f"exceed the {text_ranker.config.window} that the model scores in one pass" in response.json()["error"]["message"]
+            answer = client.post(endpoint, params={"mode": "first_token"}, json=body).json()
+            assert answer["meta"]["relevance"] == "softmax"
+            n = text_ranker.config.window + 1
+            response = client.post(endpoint, json={**body, "documents": [f"d{i}" for i in range(n)]})
+            assert response.status_code == 200, response.text
+            assert sorted(r["index"] for r in response.json()["results"]) == list(range(n))
+            assert response.json()["meta"]["relevance"] == "position"
 
 
 @pytest.mark.parametrize(

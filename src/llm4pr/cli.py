@@ -477,7 +477,8 @@ def _add_serve(commands: Commands) -> None:
     serve.add_argument("--max-batch-size", type=int)
     serve.add_argument("--max-wait-ms", type=float)
     serve.add_argument("--deadline-ms", type=float)
-    serve.add_argument("--max-candidates", type=int)
+    serve.add_argument("--max-candidates", type=int,
+                       help="candidates per /v1/post-rank request and documents per /v1 and /v2 rerank call (default 1000; more: 413)")
     _add_model_arguments(serve)
     serve.set_defaults(handler=_serve)
 

@@ -84,9 +84,6 @@ class Service:
             self.rerank_support = rerank_text_feature(self.schema)
         except RerankUnsupported as refusal:
             self.rerank_support = refusal
-        # rerank scores compare only within one model pass: at most the LLM ranker's window of documents
-        config = getattr(ranker, "config", None)
-        self.rerank_window: int | None = config.window if isinstance(config, InferenceConfig) else None
         self.token = os.environ.get(settings.token_env) or None
         self.batcher: MicroBatcher | None = None
         self.metrics = ServingMetrics(queue_depth=lambda: self.batcher.pending() if self.batcher else 0)
@@ -294,13 +291,15 @@ async def _rerank(
     request: Request, service: Service, body_type: type[RerankBodyT], mode: RerankMode | None
 ) -> tuple[RerankBodyT, PostRankResponse]:
     """Both rerank versions: refuse a checkpoint that cannot rank bare text, then rank the documents
-    in first_token mode, the one mode that gives each document a score."""
+    in first_token mode, the one mode that gives each document a score. Up to `max_candidates`
+    documents: lists longer than the model's window go through the ranker's sliding windows, as
+    on /v1/post-rank (their relevance scores then come from the final position: schemas)."""
     started = time.perf_counter()
     text_feature = service.rerank_support
     if isinstance(text_feature, RerankUnsupported):
         raise ApiError(422, f"{request.url.path} {text_feature}")
     payload = await _read_json(request, service.settings)
-    body = parse_rerank(payload, body_type, service.settings, service.rerank_window)
+    body = parse_rerank(payload, body_type, service.settings)
     features = checked_document_features(body, service.schema, text_feature)
     ranking_request = rerank_request(f"rerank-{uuid.uuid4().hex}", body.query, body.texts(), text_feature, features)
     [answer] = await service.rank([ranking_request], mode or "first_token", started)

@@ -24,6 +24,7 @@ from llm4pr.data.schema import FeatureSchema
 from llm4pr.serving.settings import ServingSettings
 
 FallbackReason = Literal["deadline", "model_error", "unavailable"]
+RelevanceSource = Literal["softmax", "position", "uniform"]
 RerankBodyT = TypeVar("RerankBodyT", bound="_RerankBodyBase")
 _WORD = re.compile(r"\S+")
 
@@ -127,7 +128,8 @@ class RerankBodyV2(_RerankBodyBase):
 class RerankResultV2(BaseModel):
     index: int = Field(description="position of the document in the request")
     relevance_score: float = Field(
-        description="in [0, 1], summing to 1 over the documents sent: the model's probability that this one is the most relevant"
+        description="in [0, 1], summing to 1 over the documents sent, non-increasing in the results' order: the model's "
+        "probability that this one is the most relevant (one window), else derived from the position (meta.relevance)"
     )
 
 
@@ -145,6 +147,10 @@ class RerankMeta(BaseModel):
     api_version: ApiVersion
     warnings: list[str] | None = Field(default=None, description="set when the scores are not the model's (a fallback)")
     mode: str
+    relevance: RelevanceSource = Field(
+        description="what relevance_score is: softmax (of the model's scores over all documents, one pass), "
+        "position (from the final position: a list ranked over several windows), uniform (a fallback)"
+    )
     fallback: bool
     fallback_reason: FallbackReason | None = None
     latency_ms: float
@@ -187,7 +193,9 @@ def _parse_request(item: Any, where: str, schema: FeatureSchema, settings: Servi
     candidates = item.get("candidates")
     if isinstance(candidates, list) and len(candidates) > settings.max_candidates:
         raise ApiError(
-            413, f"{label}: candidates: {len(candidates)} exceed the limit of {settings.max_candidates}", request_id
+            413,
+            f"{label}: candidates: {len(candidates)} exceed the limit of {settings.max_candidates} (the server's max_candidates)",
+            request_id,
         )
     _check_values(item, label, settings.max_string_chars, request_id)
     try:
@@ -198,19 +206,15 @@ def _parse_request(item: Any, where: str, schema: FeatureSchema, settings: Servi
         raise ApiError(422, str(exc), request_id) from exc
 
 
-def parse_rerank(payload: Any, body_type: type[RerankBodyT], settings: ServingSettings, window: int | None) -> RerankBodyT:
-    """A rerank body of `body_type`; more documents than `window` (those the model scores in one
-    pass, so that their scores compare) or `max_candidates` are refused with 413."""
+def parse_rerank(payload: Any, body_type: type[RerankBodyT], settings: ServingSettings) -> RerankBodyT:
+    """A rerank body of `body_type`; more documents than `max_candidates` are refused with 413
+    before validation. Lists longer than the model's window are ranked with sliding windows."""
     if not isinstance(payload, dict):
         raise ApiError(422, f"body: expected a JSON object, got {_json_type(payload)}")
     documents = payload.get("documents")
     if isinstance(documents, list) and len(documents) > settings.max_candidates:
-        raise ApiError(413, f"body: documents: {len(documents)} exceed the limit of {settings.max_candidates}")
-    if isinstance(documents, list) and window is not None and len(documents) > window:
         raise ApiError(
-            413,
-            f"body: documents: {len(documents)} exceed the {window} that the model scores in one pass (its window), "
-            "so their relevance scores would not compare: send at most that many, or rank longer lists with /v1/post-rank",
+            413, f"body: documents: {len(documents)} exceed the limit of {settings.max_candidates} (the server's max_candidates)"
         )
     _check_values(payload, "body", settings.max_string_chars, None)
     try:
@@ -275,28 +279,43 @@ def rerank_response_v2(body: RerankBodyV2, answer: PostRankResponse) -> RerankRe
 def _ranked_documents(answer: PostRankResponse, top_n: int | None, api_version: str) -> tuple[list[tuple[int, float]], RerankMeta]:
     """(document index, relevance score) best first, cut to `top_n`, and the answer's meta.
 
-    The score is the softmax of the model's first-token scores over all documents sent. Without
-    them (a fallback: deadline, model error, full queue) the model said nothing: the documents
-    keep the order sent, each scores 1/n (the uniform probability), and `meta.warnings` says so.
+    The score is the softmax of the ranker's scores over all documents sent, when it has scores
+    that compare across all of them (a list within one model window, or a baseline). A list ranked
+    over several sliding windows has none (each window's logits are relative to that window): its
+    score is `position_scores`, derived from the final position alone. A fallback (deadline,
+    model error, full queue) is not ranked: the documents keep the order sent, each scores 1/n
+    (the uniform probability), and `meta.warnings` says so. Every case is non-increasing in the
+    returned order and sums to 1 over the documents sent.
     """
     n = len(answer.ranking)
     warnings = None
-    if answer.scores is not None and not answer.fallback:
-        scores = _softmax(answer.scores)
-    else:
-        scores = [1.0 / n] * n
-        reason = answer.fallback_reason or "no scores from the ranker"
+    relevance: RelevanceSource
+    if answer.fallback:
+        scores, relevance = [1.0 / n] * n, "uniform"
+        reason = answer.fallback_reason or "no ranking from the model"
         warnings = [f"fallback ({reason}): not ranked by the model; documents in the order sent, each relevance_score 1/{n}"]
+    elif answer.scores is not None:
+        scores, relevance = _softmax(answer.scores), "softmax"
+    else:
+        scores, relevance = position_scores(n), "position"
     ranked = [(int(candidate_id), score) for candidate_id, score in zip(answer.ranking, scores, strict=True)]
     meta = RerankMeta(
         api_version=ApiVersion(version=api_version),
         warnings=warnings,
         mode=answer.mode,
+        relevance=relevance,
         fallback=answer.fallback,
         fallback_reason=answer.fallback_reason,
         latency_ms=answer.latency_ms,
     )
     return ranked[:top_n], meta
+
+
+def position_scores(n: int) -> list[float]:
+    """Relevance scores of ranks 1..n from the position alone: 2(n - r) / (n(n + 1)) for the
+    0-based position r. Strictly decreasing, in (0, 1], summing to 1 like the softmax of a
+    one-window list, so that both kinds of score read on the same scale."""
+    return [2.0 * (n - r) / (n * (n + 1)) for r in range(n)]
 
 
 def inline_json_schema(type_: Any) -> dict[str, Any]:

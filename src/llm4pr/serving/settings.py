@@ -30,7 +30,12 @@ class ServingSettings(BaseModel):
     )
     max_queue_size: int = Field(default=1024, ge=1, description="queued requests; beyond it new ones fall back at once")
     max_requests_per_body: int = Field(default=64, ge=1, description="requests in one /v1/post-rank body")
-    max_candidates: int = Field(default=1000, ge=1, description="candidates (or documents) per request")
+    max_candidates: int = Field(
+        default=1000,
+        ge=1,
+        description="candidates per /v1/post-rank request, documents per rerank call (Cohere's limit); beyond it a 413. "
+        "Lists longer than the model's window cost one model pass per window step",
+    )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="request body size, checked before parsing")
     max_discard_bytes: int = Field(
         default=32 * 1024 * 1024,
