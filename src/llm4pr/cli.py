@@ -479,6 +479,8 @@ def _add_serve(commands: Commands) -> None:
     serve.add_argument("--deadline-ms", type=float)
     serve.add_argument("--max-candidates", type=int,
                        help="candidates per /v1/post-rank request and documents per /v1 and /v2 rerank call (default 1000; more: 413)")
+    serve.add_argument("--examples", type=Path,
+                       help="sample requests for the playground page at / (JSON lines; the first 50, checked at start-up)")
     _add_model_arguments(serve)
     serve.set_defaults(handler=_serve)
 
@@ -491,7 +493,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = ServingSettings(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
     except ValidationError as exc:
         raise DataError(f"invalid serving settings: {format_validation_error(exc)}") from exc
-    serve(args.checkpoint, host=args.host, port=args.port, settings=settings, inference=_inference_config(args))
+    serve(args.checkpoint, host=args.host, port=args.port, settings=settings, inference=_inference_config(args), examples=args.examples)
     return 0
 
 

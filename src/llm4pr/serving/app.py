@@ -8,6 +8,9 @@ the field; a 500 (also JSON, never a traceback) means a bug in this server.
 The ranker is any `Ranker` with a feature schema: an LLM4PR checkpoint or a saved baseline. A
 baseline has one ranking, so it answers every mode with it, and the answer's `mode` names the
 baseline (e.g. `lambdamart`): the caller sees what ranked.
+
+`/` is the playground (`llm4pr.serving.playground`): a static page over the same API, with the
+sample requests of `GET /v1/examples`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -41,6 +45,7 @@ from llm4pr.rankers.base import Mode, Ranker, ServedMode, fallback_result
 from llm4pr.rankers.explanation import explain as explain_ranking
 from llm4pr.serving.batcher import BatcherUnavailable, MicroBatcher
 from llm4pr.serving.metrics import ServingMetrics
+from llm4pr.serving.playground import CONTENT_SECURITY_POLICY, MAX_EXAMPLES, STATIC_DIR, load_examples
 from llm4pr.serving.schemas import (
     ApiError,
     ErrorResponse,
@@ -67,17 +72,23 @@ logger = logging.getLogger(__name__)
 WARM_UP_REQUEST = PostRankRequest(
     request_id="warm-up", query="warm-up", user=User(id="warm-up"), candidates=[Item(id="a"), Item(id="b")]
 )
+# the playground's sample requests: a JSON-lines file, or request objects
+Examples = str | Path | Sequence[dict[str, Any]] | None
 
 
 class Service:
     """The state behind the routes: the ranker, its batcher, metrics, readiness and the auth token."""
 
-    def __init__(self, ranker: Ranker, settings: ServingSettings) -> None:
+    def __init__(self, ranker: Ranker, settings: ServingSettings, examples: Examples = None) -> None:
         if ranker.schema is None:
             raise ValueError(f"the server validates requests against the ranker's feature schema; {ranker.name!r} has none")
         self.ranker = ranker
         self.settings = settings
         self.schema = ranker.schema
+        # the playground's sample requests: a file is read (and checked) here, at start-up
+        self.examples: list[dict[str, Any]] = (
+            load_examples(examples, self.schema) if isinstance(examples, str | Path) else list(examples or [])[:MAX_EXAMPLES]
+        )
         # the document text feature of rerank calls, or why this checkpoint refuses them
         self.rerank_support: str | RerankUnsupported
         try:
@@ -154,9 +165,12 @@ class Service:
             return None
 
 
-def create_app(ranker: Ranker, settings: ServingSettings | None = None) -> FastAPI:
-    """The FastAPI app serving `ranker`; the batcher starts and stops with the app's lifespan."""
-    service = Service(ranker, settings or ServingSettings())
+def create_app(ranker: Ranker, settings: ServingSettings | None = None, examples: Examples = None) -> FastAPI:
+    """The FastAPI app serving `ranker`; the batcher starts and stops with the app's lifespan.
+
+    `examples`: the playground's sample requests, a JSON-lines file (read and checked against the
+    ranker's schema now: a DataError names the bad lines) or request objects; at most 50."""
+    service = Service(ranker, settings or ServingSettings(), examples)
     app = FastAPI(
         title="llm4pr post-ranking",
         version=__version__,
@@ -172,6 +186,8 @@ def create_app(ranker: Ranker, settings: ServingSettings | None = None) -> FastA
     app.include_router(_v1)
     app.include_router(_v2)
     app.include_router(_health)
+    app.include_router(_playground)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
@@ -182,9 +198,11 @@ def serve(
     settings: ServingSettings | None = None,
     inference: InferenceConfig | None = None,
     log_level: str = "info",
+    examples: str | Path | None = None,
 ) -> None:
     """Load a saved ranker (an LLM4PR checkpoint or run folder, or a saved baseline) and serve it
-    with uvicorn until SIGINT/SIGTERM (then drain and exit).
+    with uvicorn until SIGINT/SIGTERM (then drain and exit). `examples`: a JSON-lines file of
+    requests, the playground's samples (`GET /v1/examples`; the first 50, checked at start-up).
 
     A checkpoint is loaded with `inference` (device, quantization, window, stride, shifts); its
     mode and batch size are the service's (`settings.mode`, `settings.max_batch_size`), since the
@@ -199,7 +217,7 @@ def serve(
     if not is_loopback_host(host) and not os.environ.get(settings.token_env):
         logger.warning("serving on %s without authentication: set %s to require a bearer token", host, settings.token_env)
     uvicorn.run(
-        create_app(ranker, settings),
+        create_app(ranker, settings, examples),
         host=host,
         port=port,
         log_level=log_level,
@@ -252,6 +270,7 @@ def _json_body(type_: Any) -> dict[str, Any]:
 _v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorize)], responses=_ERRORS)
 _v2 = APIRouter(prefix="/v2", dependencies=[Depends(_authorize)], responses=_ERRORS)
 _health = APIRouter()
+_playground = APIRouter(include_in_schema=False)
 
 
 @_v1.post(
@@ -304,6 +323,17 @@ async def _rerank(
     ranking_request = rerank_request(f"rerank-{uuid.uuid4().hex}", body.query, body.texts(), text_feature, features)
     [answer] = await service.rank([ranking_request], mode or "first_token", started)
     return body, answer
+
+
+@_v1.get("/examples", summary="the playground's sample requests (serve --examples FILE; at most 50)")
+async def examples(service: ServiceDep) -> dict[str, Any]:
+    return {"examples": service.examples, "limit": MAX_EXAMPLES}
+
+
+@_playground.get("/")
+async def playground() -> FileResponse:
+    """The playground page; its scripts and styles come from /static (this server) only."""
+    return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
 
 @_health.get("/healthz", summary="liveness: the process answers")
