@@ -416,7 +416,9 @@ def assert_provenance(record: dict) -> None:  # type: ignore[type-arg]
     assert "commit" in record and record["command"] and record["finished"].startswith("20")
 
 
-def test_demo_trains_one_run_per_config_and_reports_the_test_split(tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path) -> None:
+def test_demo_trains_one_run_per_config_and_reports_the_test_split(
+    tiny_train_config: TrainConfigFactory, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`make demo` after an update that changed the defaults trains afresh instead of refusing the old run."""
     import shutil
 
@@ -438,6 +440,14 @@ def test_demo_trains_one_run_per_config_and_reports_the_test_split(tiny_train_co
     assert report["test_requests"] == len(read_requests(toy_data_dir / "test.jsonl")) and report["run"].endswith(first_runs[0])
     assert 0 < report["training_s"] <= report["wall_time_s"]
     assert_provenance(report["provenance"])
+    # three requests by a stated rule, each explained: a random one, the largest gain, the largest loss
+    shown = report["shown"]
+    assert list(shown) == ["a random request (seed 0)", "the largest gain", "the largest loss"]
+    gains = {why: entry["model_ndcg@3"] - entry["given_ndcg@3"] for why, entry in shown.items()}
+    assert gains["the largest gain"] >= gains["a random request (seed 0)"] >= gains["the largest loss"]
+    printed = capsys.readouterr().out
+    assert printed.count(": ranked by llm4pr") == 3 and "qia_attention" in printed  # render_text, once a request
+    assert f"llm4pr serve --checkpoint {out / first_runs[0]}" in printed
     config_path.write_text(yaml.safe_dump(tiny_train_config(seed=1, **small).model_dump(mode="json")))
     run_demo(out, config_path)
     assert len(list(out.glob("run-*"))) == 2
