@@ -192,7 +192,6 @@ def test_bos_prompts_collate_measure_and_rank_alike_with_and_without_the_prefix_
 # sha256 of the prompts `_real_prompts` gave for SmolLM2 before BOS handling existed (every piece
 # encoded with add_special_tokens=False, nothing in front): they must not change.
 SMOLLM2_PROMPTS_SHA256 = "4bf921f6a03d832978e5974b904a49ce67779d3288bd46e6ba4ed49cbed97a31"
-SMOLLM2_SCALE_HEX = "0x1.15aa9a0000000p-3"  # the weight RMS of SmolLM2-135M-Instruct (float32)
 
 
 def _real_backbone(alias: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -234,8 +233,8 @@ def test_real_smollm2_prompts_and_scale_are_unchanged() -> None:
     for prompt in prompts:
         _check_layout(builder, prompt)
     scale = _llm4pr_on(backbone).soft_token_scale
+    # bit for bit the old formula's value (the float itself depends on the reduction's threads)
     assert torch.equal(scale, _old_scale(backbone))
-    assert float(scale).hex() == SMOLLM2_SCALE_HEX
 
 
 @pytest.mark.slow
